@@ -1,0 +1,15 @@
+# Distilled student of the README demo: the baseline student's data and
+# schedule, the R34 teacher, PKD on all FPN levels through a 1x1 connector.
+_base_ = ['./faster_rcnn_r18_bccd_student.py']
+model = dict(
+    _delete_=True,
+    type='visionkd.DetectionDistiller',
+    student='{{fileDirname}}/faster_rcnn_r18_bccd_student.py',
+    teacher='{{fileDirname}}/faster_rcnn_r34_bccd_teacher.py',
+    teacher_ckpt=None,  # the demo passes work_dirs/demo/teacher/...pth
+    distill_terms=dict(
+        fpn=dict(
+            student='neck',
+            teacher='neck',
+            connector=dict(type='ConvConnector'),
+            loss=dict(type='PKDLoss', loss_weight=6.0))))

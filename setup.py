@@ -1,0 +1,49 @@
+"""Installation of visionkd."""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+def read_requirements(name: str) -> list:
+    """Requirement lines of requirements/<name>.txt without comments."""
+    with open(osp.join(HERE, 'requirements', f'{name}.txt')) as f:
+        lines = (line.split('#')[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(osp.join(HERE, 'visionkd', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+with open(osp.join(HERE, 'README.md'), encoding='utf-8') as f:
+    long_description = f.read()
+
+setup(
+    name='visionkd',
+    version=read_version(),
+    description='Knowledge distillation for object detection and semantic '
+    'segmentation on OpenMMLab 2.x (mmdet 3.x, mmseg 1.x)',
+    long_description=long_description,
+    long_description_content_type='text/markdown',
+    author='visionkd contributors',
+    license='Apache-2.0',
+    keywords='knowledge distillation, object detection, semantic '
+    'segmentation, mmdetection, mmsegmentation',
+    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    include_package_data=True,
+    python_requires='>=3.9',
+    install_requires=read_requirements('runtime'),
+    extras_require={'tests': read_requirements('tests')},
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'License :: OSI Approved :: Apache Software License',
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+    zip_safe=False,
+)

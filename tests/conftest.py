@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny real mmdet/mmseg models built from upstream configs."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+
+import visionkd  # noqa: F401
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED_DATA = osp.normpath(osp.join(REPO, '..', 'shared', 'data'))
+
+FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+PSPNET = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+
+
+def tiny_faster_rcnn(fpn_channels: int = 64, num_classes: int = 3) -> dict:
+    """Faster R-CNN R18-FPN spec with narrow FPN/heads and no pretraining."""
+    c = fpn_channels
+    return dict(
+        config=FASTER_RCNN,
+        backbone=dict(depth=18, init_cfg=None),
+        neck=dict(in_channels=[64, 128, 256, 512], out_channels=c),
+        rpn_head=dict(in_channels=c, feat_channels=c),
+        roi_head=dict(
+            bbox_roi_extractor=dict(out_channels=c),
+            bbox_head=dict(
+                in_channels=c, fc_out_channels=64, num_classes=num_classes)))
+
+
+def tiny_retinanet(fpn_channels: int = 32, num_classes: int = 3) -> dict:
+    """RetinaNet R18-FPN spec with narrow FPN/head and no pretraining."""
+    c = fpn_channels
+    return dict(
+        config=RETINANET,
+        backbone=dict(depth=18, init_cfg=None),
+        neck=dict(in_channels=[64, 128, 256, 512], out_channels=c),
+        bbox_head=dict(
+            in_channels=c, feat_channels=c, stacked_convs=1,
+            num_classes=num_classes))
+
+
+def tiny_pspnet(channels: int = 32, num_classes: int = 19) -> dict:
+    """PSPNet R18-D8 spec with BN (not SyncBN) and no pretraining."""
+    bn = dict(type='BN', requires_grad=True)
+    return dict(
+        config=PSPNET,
+        pretrained=None,
+        backbone=dict(norm_cfg=bn),
+        decode_head=dict(
+            channels=channels, norm_cfg=bn, num_classes=num_classes),
+        auxiliary_head=dict(
+            channels=16, norm_cfg=bn, num_classes=num_classes))
+
+
+@pytest.fixture
+def det_batch():
+    """Two 96x128 images with boxes, preprocessed later by the model."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(0)
+    return demo_mm_inputs(
+        batch_size=2, image_shapes=[(3, 96, 128)], num_items=[3, 2],
+        num_classes=3)
+
+
+@pytest.fixture
+def seg_batch():
+    """Two 64x64 images with random 19-class label maps."""
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+    torch.manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8))
+        s = SegDataSample(metainfo=dict(img_shape=(64, 64),
+                                        ori_shape=(64, 64),
+                                        pad_shape=(64, 64)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 19, (1, 64, 64)))
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def build_distiller(kind: str, terms: dict, student=None, teacher=None,
+                    **kwargs):
+    """Build a Detection/SegmentationDistiller from the visionkd registry."""
+    from visionkd.registry import MODELS
+    if kind == 'det':
+        student = student or tiny_faster_rcnn(64)
+        teacher = teacher or tiny_faster_rcnn(64)
+        typ = 'DetectionDistiller'
+    else:
+        student = student or tiny_pspnet(32)
+        teacher = teacher or tiny_pspnet(32)
+        typ = 'SegmentationDistiller'
+    return MODELS.build(
+        dict(type=typ, student=copy.deepcopy(student),
+             teacher=copy.deepcopy(teacher),
+             distill_terms=copy.deepcopy(terms), **kwargs))

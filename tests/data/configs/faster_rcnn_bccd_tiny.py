@@ -1,0 +1,19 @@
+# Tiny plain-mmdet student on ../shared/data/bccd for end-to-end tests.
+_base_ = ['../../../configs/demo/faster_rcnn_r18_bccd_student.py']
+bccd = '{{fileDirname}}/../../../../shared/data/bccd/'
+max_iters = 3
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+default_hooks = dict(
+    logger=dict(interval=1), checkpoint=dict(interval=max_iters))
+train_dataloader = dict(
+    batch_size=2,
+    dataset=dict(data_root=bccd, ann_file='annotations/train.json',
+                 indices=8))
+val_dataloader = dict(
+    batch_size=2,
+    dataset=dict(data_root=bccd, ann_file='annotations/val.json',
+                 indices=4))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=bccd + 'annotations/val.json')
+test_evaluator = val_evaluator

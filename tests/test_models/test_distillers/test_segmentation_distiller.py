@@ -1,0 +1,53 @@
+"""SegmentationDistiller on tiny real mmseg models."""
+import torch
+
+from tests.conftest import build_distiller, tiny_pspnet
+
+CWD_LOGITS = dict(logits=dict(
+    student='decode_head.conv_seg', teacher='decode_head.conv_seg',
+    loss=dict(type='ChannelWiseDivergence', tau=1.0, loss_weight=3.0)))
+
+
+def test_loss_keys_and_grads(seg_batch):
+    torch.manual_seed(0)
+    model = build_distiller('seg', CWD_LOGITS, teacher=tiny_pspnet(64))
+    model.train()
+    data = model.data_preprocessor(seg_batch, True)
+    losses = model(**data, mode='loss')
+    assert 'loss_kd_logits' in losses
+    assert 'decode.loss_ce' in losses and 'aux.loss_ce' in losses
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    assert model.student.decode_head.conv_seg.weight.grad is not None
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert not model.teacher.training
+
+
+def test_teacher_skips_auxiliary_head_and_predict_is_student(seg_batch):
+    model = build_distiller('seg', dict(feat=dict(
+        student='backbone', teacher='backbone',
+        loss=dict(type='ATLoss', loss_weight=10.0))))
+    calls = []
+    model.teacher.decode_head.register_forward_hook(
+        lambda *a: calls.append(1))
+    model.train()
+    losses = model(**model.data_preprocessor(seg_batch, True), mode='loss')
+    assert sorted(k for k in losses if 'kd' in k) == [
+        f'loss_kd_feat_l{i}' for i in range(4)]
+    assert calls == []
+    model.eval()
+    data = model.data_preprocessor(seg_batch, False)
+    with torch.no_grad():
+        ours = model(**data, mode='predict')
+        ref = model.student(**data, mode='predict')
+    torch.testing.assert_close(ours[0].seg_logits.data,
+                               ref[0].seg_logits.data)
+
+
+def test_segmentor_rejected_by_detection_distiller():
+    import pytest
+
+    from tests.conftest import tiny_faster_rcnn
+    with pytest.raises(TypeError, match='mmseg segmentor as teacher'):
+        build_distiller('seg', CWD_LOGITS,
+                        teacher=dict(tiny_faster_rcnn(), _scope_='mmdet'))

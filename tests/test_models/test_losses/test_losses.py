@@ -1,0 +1,143 @@
+"""Math of every registered distillation loss."""
+import math
+
+import pytest
+import torch
+
+import visionkd  # noqa: F401
+from visionkd.registry import MODELS
+
+LOSS_NAMES = sorted(
+    n for n, c in MODELS.module_dict.items()
+    if n.endswith(('Loss', 'Divergence')))
+
+# Constructor arguments and input shapes for the generic checks. A loss
+# registered without an entry here makes test_every_loss_is_covered fail.
+LOSS_CASES = {
+    'ATLoss': (dict(), (2, 4, 5, 6)),
+    'ChannelWiseDivergence': (dict(tau=2.0), (2, 4, 5, 6)),
+    'FeatureMSELoss': (dict(), (2, 4, 5, 6)),
+    'KLDivergence': (dict(tau=3.0), (6, 10)),
+    'PKDLoss': (dict(), (2, 4, 5, 6)),
+}
+
+
+def build(name, **kwargs):
+    cfg = dict(LOSS_CASES[name][0])
+    cfg.update(kwargs)
+    return MODELS.build(dict(type=name, **cfg))
+
+
+def test_every_loss_is_covered():
+    assert LOSS_NAMES, 'no loss registered'
+    assert set(LOSS_NAMES) == set(LOSS_CASES)
+
+
+@pytest.mark.parametrize('name', LOSS_NAMES)
+def test_zero_for_identical_inputs(name):
+    torch.manual_seed(0)
+    x = torch.randn(LOSS_CASES[name][1])
+    assert build(name)(x, x.clone()).item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize('name', LOSS_NAMES)
+def test_non_negative_and_positive_when_different(name):
+    torch.manual_seed(1)
+    shape = LOSS_CASES[name][1]
+    value = build(name)(torch.randn(shape), torch.randn(shape))
+    assert value.dim() == 0
+    assert value.item() > 0
+
+
+@pytest.mark.parametrize('name', LOSS_NAMES)
+def test_gradient_reaches_student_not_teacher(name):
+    torch.manual_seed(2)
+    shape = LOSS_CASES[name][1]
+    s = torch.randn(shape, requires_grad=True)
+    t = torch.randn(shape, requires_grad=True)
+    build(name)(s, t).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+@pytest.mark.parametrize('name', LOSS_NAMES)
+def test_loss_weight_scales(name):
+    torch.manual_seed(3)
+    shape = LOSS_CASES[name][1]
+    s, t = torch.randn(shape), torch.randn(shape)
+    one = build(name)(s, t)
+    three = build(name, loss_weight=3.0)(s, t)
+    torch.testing.assert_close(three, 3 * one)
+
+
+def test_feature_mse_hand_value():
+    s = torch.tensor([[[[1., 2.], [3., 4.]]]])
+    t = torch.zeros_like(s)
+    assert MODELS.build(dict(type='FeatureMSELoss'))(
+        s, t).item() == pytest.approx(7.5)
+    # normalize: s/||s|| vs 0 -> mean of squares of a unit vector = 1/4
+    assert MODELS.build(dict(type='FeatureMSELoss', normalize=True))(
+        s, t).item() == pytest.approx(0.25)
+
+
+def test_at_hand_value():
+    # attention maps [1, 0] and [0, 1] (already unit norm) -> mean((1,-1)^2)
+    s = torch.tensor([[[[1., 0.]]]])
+    t = torch.tensor([[[[0., 1.]]]])
+    assert MODELS.build(dict(type='ATLoss'))(s, t).item() == pytest.approx(1.0)
+    # channel counts may differ: attention averages over channels
+    t2 = torch.cat([t, -t], dim=1)
+    assert MODELS.build(dict(type='ATLoss'))(s, t2).item() == pytest.approx(
+        1.0)
+
+
+KL_3_1_VS_UNIFORM = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+
+
+def test_cwd_hand_value():
+    # one channel over 2 locations: p_T = [3/4, 1/4], p_S = [1/2, 1/2]
+    s = torch.tensor([[[[0., 0.]]]])
+    t = torch.tensor([[[[math.log(3.), 0.]]]])
+    loss = MODELS.build(dict(type='ChannelWiseDivergence', tau=1.0))
+    assert loss(s, t).item() == pytest.approx(KL_3_1_VS_UNIFORM, rel=1e-5)
+    # tau=2 on t*2 gives the same distributions, scaled by tau^2; a second
+    # identical channel and sample leave the (N*C) mean unchanged.
+    loss2 = MODELS.build(dict(type='ChannelWiseDivergence', tau=2.0))
+    s2, t2 = s.repeat(2, 2, 1, 1), (2 * t).repeat(2, 2, 1, 1)
+    assert loss2(s2, t2).item() == pytest.approx(
+        4 * KL_3_1_VS_UNIFORM, rel=1e-5)
+
+
+def test_kl_divergence_hand_value():
+    s = torch.tensor([[0., 0.]])
+    t = torch.tensor([[math.log(3.), 0.]])
+    loss = MODELS.build(dict(type='KLDivergence', tau=1.0))
+    assert loss(s, t).item() == pytest.approx(KL_3_1_VS_UNIFORM, rel=1e-5)
+    # batchmean divides the sum by N: two identical rows keep the value
+    assert loss(s.repeat(2, 1), t.repeat(2, 1)).item() == pytest.approx(
+        KL_3_1_VS_UNIFORM, rel=1e-5)
+    loss_sum = MODELS.build(dict(type='KLDivergence', reduction='sum'))
+    assert loss_sum(s.repeat(2, 1), t.repeat(2, 1)).item() == pytest.approx(
+        2 * KL_3_1_VS_UNIFORM, rel=1e-5)
+
+
+def test_pkd_hand_value():
+    # one channel with values [1, 2, 3] vs [3, 2, 1]: standardised to
+    # [-1, 0, 1] and [1, 0, -1]; MSE = 8/3, halved = 4/3.
+    s = torch.tensor([1., 2., 3.]).view(3, 1, 1, 1)
+    t = torch.tensor([3., 2., 1.]).view(3, 1, 1, 1)
+    loss = MODELS.build(dict(type='PKDLoss'))
+    assert loss(s, t).item() == pytest.approx(4 / 3, rel=1e-5)
+    # invariant to per-channel affine changes of either side
+    assert loss(5 * s + 2, t).item() == pytest.approx(4 / 3, rel=1e-5)
+    # tuples of levels are summed
+    assert loss((s, s), (t, t)).item() == pytest.approx(8 / 3, rel=1e-5)
+
+
+def test_pkd_resizes_student_to_teacher():
+    torch.manual_seed(4)
+    t = torch.randn(2, 3, 8, 8)
+    s = torch.nn.functional.avg_pool2d(t, 2)
+    loss = MODELS.build(dict(type='PKDLoss', resize_stu=True))
+    up = torch.nn.functional.interpolate(s, (8, 8), mode='bilinear')
+    torch.testing.assert_close(loss(s, t), loss(up, t))

@@ -1,0 +1,205 @@
+"""Measure what distillation costs per training iteration.
+
+For a distiller config, in one process and on the same batch, it times
+
+* ``student_step``: the student's own loss + backward + SGD step,
+* ``teacher_forward``: the teacher's forward as the distiller runs it
+  (``no_grad``, stopped after the recorded layers),
+* ``distill_step``: the full distiller loss + backward + step,
+
+interleaved over ``--iters`` rounds (medians), and prints JSON with
+``overhead_ratio = distill_step_s / (student_step_s + teacher_forward_s)``
+(1.0 = distillation adds nothing beyond running the teacher) and the peak
+memory of each phase (CUDA: ``max_memory_allocated``; CPU: peak resident
+set growth sampled every millisecond, approximate)::
+
+    python tools/analysis_tools/benchmark_overhead.py \
+        configs/kd/faster_rcnn_r101_to_r18.py --input-size 320 320
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import threading
+import time
+from typing import Callable, Tuple
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import visionkd  # noqa: E402,F401
+from visionkd.models.distillers import DetectionDistiller  # noqa: E402
+from visionkd.registry import MODELS  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+class PeakMemory:
+    """Peak memory growth of a code block, in MiB."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0.0
+
+    def __enter__(self) -> 'PeakMemory':
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = rss_mb()
+            self.high = self.base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.high = max(self.high, rss_mb())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+            self.peak = (torch.cuda.max_memory_allocated() -
+                         self.base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.high, rss_mb()) - self.base
+
+
+def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
+    """A synthetic batch of the model's task, preprocessed."""
+    h, w = size
+    if isinstance(model, DetectionDistiller):
+        from mmdet.testing import demo_mm_inputs
+        n_cls = getattr(getattr(model.student, 'roi_head', None),
+                        'bbox_head', None)
+        n_cls = getattr(n_cls, 'num_classes', None) or getattr(
+            model.student.bbox_head, 'num_classes', 80)
+        batch = demo_mm_inputs(batch_size, [(3, h, w)], num_items=[8],
+                               num_classes=n_cls)
+    else:
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        inputs, samples = [], []
+        n_cls = model.student.decode_head.num_classes
+        for _ in range(batch_size):
+            inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8))
+            s = SegDataSample(metainfo=dict(img_shape=(h, w),
+                                            ori_shape=(h, w),
+                                            pad_shape=(h, w)))
+            s.gt_sem_seg = PixelData(
+                data=torch.randint(0, n_cls, (1, h, w)))
+            samples.append(s)
+        batch = dict(inputs=inputs, data_samples=samples)
+    return model.data_preprocessor(batch, True)
+
+
+def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
+              iters: int, warmup: int, device: str) -> dict:
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    cfg.model.teacher_ckpt = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    model.train()
+    dev = torch.device(device)
+    data = make_batch(model, batch_size, size)
+    inputs, samples = data['inputs'], data['data_samples']
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
+
+    def sync() -> None:
+        if dev.type == 'cuda':
+            torch.cuda.synchronize()
+
+    def student_step() -> None:
+        losses = model.student.loss(inputs, samples)
+        total, _ = model.parse_losses(losses)
+        total.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        model._clear_records()
+
+    def teacher_forward() -> None:
+        model.run_teacher(inputs, samples)
+        model._clear_records()
+
+    def distill_step() -> None:
+        losses = model.loss(inputs, samples)
+        total, _ = model.parse_losses(losses)
+        total.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    phases = dict(student_step=student_step, teacher_forward=teacher_forward,
+                  distill_step=distill_step)
+    times = {k: [] for k in phases}
+    peaks = {k: 0.0 for k in phases}
+    names = list(phases)
+    for it in range(warmup + iters):
+        order = names[it % 3:] + names[:it % 3]
+        for name in order:
+            fn: Callable[[], None] = phases[name]
+            sync()
+            with PeakMemory(dev) as mem:
+                start = time.perf_counter()
+                fn()
+                sync()
+                elapsed = time.perf_counter() - start
+            if it >= warmup:
+                times[name].append(elapsed)
+                peaks[name] = max(peaks[name], mem.peak)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(
+        device=str(dev) if dev.type == 'cpu' else torch.cuda.get_device_name(),
+        batch_size=batch_size,
+        input_size=list(size),
+        iters=iters,
+        threads=torch.get_num_threads(),
+        student_step_s=round(med['student_step'], 4),
+        teacher_forward_s=round(med['teacher_forward'], 4),
+        distill_step_s=round(med['distill_step'], 4),
+        overhead_ratio=round(
+            med['distill_step'] /
+            (med['student_step'] + med['teacher_forward']), 4),
+        student_step_peak_mb=round(peaks['student_step'], 1),
+        teacher_forward_peak_mb=round(peaks['teacher_forward'], 1),
+        distill_step_peak_mb=round(peaks['distill_step'], 1),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--input-size', type=int, nargs=2,
+                        default=[320, 320], metavar=('H', 'W'))
+    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--device', default='cuda' if
+                        torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    result = benchmark(cfg, args.batch_size, tuple(args.input_size),
+                       args.iters, args.warmup, args.device)
+    result['config'] = args.config
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,92 @@
+"""Train a model (a visionkd distiller or any mmdet/mmseg model).
+
+Same flags as mmdet's and mmseg's ``tools/train.py``::
+
+    python tools/train.py configs/kd/faster_rcnn_r101_to_r18.py
+    python tools/train.py CONFIG --work-dir DIR --amp --resume
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import visionkd  # noqa: E402,F401
+from tools.common import load_config  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector or '
+                                     'segmentor, distilled or not')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp', action='store_true', help='enable automatic mixed precision')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='enable auto-scale LR')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or from the latest one in '
+        'the work dir when no path is given')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value (xxx=yyy format)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg: Config = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        opt_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if opt_type == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config.')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if cfg.get('auto_scale_lr', None) is None:
+            raise RuntimeError('--auto-scale-lr needs `auto_scale_lr` '
+                               '(enable, base_batch_size) in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()

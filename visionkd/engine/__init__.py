@@ -1,0 +1,2 @@
+"""Engine components (hooks)."""
+from .hooks import *  # noqa: F401,F403

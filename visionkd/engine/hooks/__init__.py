@@ -1,0 +1,4 @@
+"""Training hooks."""
+from .distill_stop_hook import DistillStopHook
+
+__all__ = ['DistillStopHook']

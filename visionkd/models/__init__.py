@@ -1,0 +1,5 @@
+"""Models: distillers, recorders, connectors and losses."""
+from .connectors import *  # noqa: F401,F403
+from .distillers import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403
+from .recorders import *  # noqa: F401,F403

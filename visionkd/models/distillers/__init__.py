@@ -1,0 +1,10 @@
+"""Distillers: wrap a teacher and a student and add distillation terms."""
+from .base_distiller import BaseDistiller
+from .detection_distiller import DetectionDistiller
+from .distill_term import DistillTerm
+from .segmentation_distiller import SegmentationDistiller
+
+__all__ = [
+    'BaseDistiller', 'DetectionDistiller', 'DistillTerm',
+    'SegmentationDistiller'
+]
