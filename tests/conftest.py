@@ -47,6 +47,7 @@ def tiny_pspnet(channels: int = 32, num_classes: int = 19) -> dict:
     return dict(
         config=PSPNET,
         pretrained=None,
+        data_preprocessor=dict(size=(64, 64)),
         backbone=dict(norm_cfg=bn),
         decode_head=dict(
             channels=channels, norm_cfg=bn, num_classes=num_classes),
@@ -60,7 +61,7 @@ def det_batch():
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(0)
     return demo_mm_inputs(
-        batch_size=2, image_shapes=[(3, 96, 128)], num_items=[3, 2],
+        batch_size=2, image_shapes=(3, 96, 128), num_items=[3, 2],
         num_classes=3)
 
 
@@ -94,6 +95,6 @@ def build_distiller(kind: str, terms: dict, student=None, teacher=None,
         teacher = teacher or tiny_pspnet(32)
         typ = 'SegmentationDistiller'
     return MODELS.build(
-        dict(type=typ, student=copy.deepcopy(student),
+        dict(type=f'visionkd.{typ}', student=copy.deepcopy(student),
              teacher=copy.deepcopy(teacher),
              distill_terms=copy.deepcopy(terms), **kwargs))

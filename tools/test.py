@@ -90,8 +90,12 @@ def main() -> None:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
     metrics = runner.test()
-    scalars = {k: float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float))}
+    scalars = {}
+    for key, value in metrics.items():
+        try:
+            scalars[key] = float(value)
+        except (TypeError, ValueError):  # per-class tables etc.
+            pass
     print('test metrics: ' + json.dumps(scalars))
 
 

@@ -1,7 +1,7 @@
 # Baseline student of the README demo: Faster R-CNN with a half-width
 # ResNet-18-FPN, trained from scratch on the embedded BCCD subset (CPU).
 _base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     '../_base_/datasets/bccd_mini.py',
     '../_base_/schedules/demo_iter.py',
 ]

@@ -1,10 +1,27 @@
 """Turn a teacher/student specification into a model config dict."""
 import copy
+import os.path as osp
 from typing import Union
 
 from mmengine.config import Config, ConfigDict
 
-__all__ = ['resolve_model_cfg', 'merge_cfg']
+__all__ = ['resolve_model_cfg', 'merge_cfg', 'config_path']
+
+
+def config_path(ref: str) -> str:
+    """File path of a config reference.
+
+    ``'mmdet::faster_rcnn/x.py'`` becomes the file inside the installed
+    package's ``.mim/configs``; anything else is returned unchanged.
+    """
+    if '::' not in ref:
+        return ref
+    package, rel = ref.split('::', 1)
+    from mmengine.utils import get_installed_path, is_installed
+    if not is_installed(package):
+        raise FileNotFoundError(f'config {ref!r}: package {package!r} is '
+                                f'not installed')
+    return osp.join(get_installed_path(package), '.mim', 'configs', rel)
 
 
 def merge_cfg(base: dict, overrides: dict) -> dict:
@@ -28,7 +45,7 @@ def merge_cfg(base: dict, overrides: dict) -> dict:
 
 
 def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
-                      role: str) -> dict:
+                      role: str) -> ConfigDict:
     """Resolve a model specification into a buildable model config.
 
     Args:
@@ -43,7 +60,7 @@ def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
         role: ``'student'`` or ``'teacher'``, for error messages.
 
     Returns:
-        A plain dict with ``type`` and ``_scope_``.
+        A ConfigDict with ``type`` and ``_scope_``.
     """
     if isinstance(spec, str):
         spec = dict(config=spec)
@@ -57,7 +74,7 @@ def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
         if '::' in ref:
             scope = ref.split('::', 1)[0]
         try:
-            ref_cfg = Config.fromfile(ref)
+            ref_cfg = Config.fromfile(config_path(ref))
         except FileNotFoundError as e:
             raise FileNotFoundError(
                 f'{role} config {ref!r} was not found: {e}') from e
@@ -76,4 +93,5 @@ def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
         raise ValueError(f'{role} model dict has no `type`; give an inline '
                          f'model dict or `config=<path or mmdet::ref>`')
     cfg.setdefault('_scope_', scope)
-    return cfg
+    # mmdet/mmseg models read nested configs by attribute (train_cfg.rpn)
+    return ConfigDict(cfg)

@@ -1,4 +1,6 @@
-# Short iteration-based CPU schedule used by the demo and the tests.
+# Short iteration-based CPU schedule (with mmdet's runtime) for the demo
+# and the tests.
+_base_ = 'mmdet::_base_/default_runtime.py'
 max_iters = 300
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
@@ -15,9 +17,7 @@ param_scheduler = [
          eta_min_ratio=0.05)
 ]
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters, max_keep_ckpts=1))
+    logger=dict(interval=20),
+    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
-train_dataloader = dict(sampler=dict(type='InfiniteSampler', shuffle=True))
 auto_scale_lr = dict(enable=False, base_batch_size=4)

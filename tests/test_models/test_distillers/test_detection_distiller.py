@@ -33,7 +33,7 @@ def test_loss_keys_grads_and_frozen_teacher(det_batch):
         assert key in losses
     total, _ = model.parse_losses(losses)
     total.backward()
-    assert model.student.backbone.conv1.weight.grad is not None
+    assert model.student.backbone.layer4[0].conv1.weight.grad is not None
     conn = model.distill_terms['fpn'].connectors[0][0]
     assert conn.conv.conv.weight.grad is not None
     assert conn.conv.conv.weight.shape[:2] == (32, 64)  # inferred channels
@@ -60,7 +60,7 @@ def test_teacher_outside_state_dict_parameters_and_optimizer():
 def test_teacher_stops_after_recorded_layers(det_batch):
     model = build_distiller('det', PKD_FPN)
     calls = {'neck': 0, 'rpn': 0, 'roi': 0}
-    model.teacher.neck.register_forward_hook(
+    model.teacher.neck.register_forward_pre_hook(
         lambda *a: calls.__setitem__('neck', calls['neck'] + 1))
     model.teacher.rpn_head.register_forward_hook(
         lambda *a: calls.__setitem__('rpn', calls['rpn'] + 1))

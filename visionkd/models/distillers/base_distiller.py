@@ -50,9 +50,11 @@ class BaseDistiller(BaseModel):
         distill_terms: ``{name: term}``; see :class:`DistillTerm`.
         dry_run_input_size: (H, W) of the zero image used at build time to
             read the recorded layers' shapes and validate the terms.
-        data_preprocessor: Ignored if None: the student's preprocessor is
-            used. The teacher receives the student's normalised batch,
-            re-normalised when its own mean/std/channel order differ.
+        data_preprocessor: Ignored: the student's preprocessor is always
+            used (mmengine's runner fills this argument from a top-level
+            ``data_preprocessor`` of the config). The teacher receives the
+            student's normalised batch, re-normalised when its own
+            mean/std/channel order differ.
         init_cfg: Unused; kept for the OpenMMLab signature.
     """
 
@@ -72,10 +74,6 @@ class BaseDistiller(BaseModel):
         teacher_cfg = resolve_model_cfg(teacher, self.default_scope,
                                         'teacher')
         student_model = ROOT_MODELS.build(student_cfg)
-        if data_preprocessor is not None:
-            raise ValueError(
-                'the distiller uses the student data_preprocessor; set it in '
-                'the student model instead of the distiller')
         super().__init__(
             data_preprocessor=student_model.data_preprocessor,
             init_cfg=init_cfg)

@@ -1,11 +1,23 @@
 """Distillation losses: pure tensor math, student first, teacher second."""
 from .at_loss import ATLoss
+from .cirkd_memory_loss import CIRKDMemoryLoss
+from .cirkd_minibatch_loss import CIRKDMiniBatchLoss
 from .cwd_loss import ChannelWiseDivergence
+from .defeat_loss import DeFeatLoss
+from .dist_loss import DISTLoss
 from .feature_mse_loss import FeatureMSELoss
+from .fgd_loss import FGDLoss
+from .fgfi_loss import FGFILoss
+from .ifvd_loss import IFVDLoss
 from .kl_divergence import KLDivergence
+from .mgd_loss import MGDLoss
+from .pair_wise_affinity_loss import PairWiseAffinityLoss
+from .pixel_wise_kd_loss import PixelWiseKDLoss
 from .pkd_loss import PKDLoss
 
 __all__ = [
-    'ATLoss', 'ChannelWiseDivergence', 'FeatureMSELoss', 'KLDivergence',
-    'PKDLoss'
+    'ATLoss', 'CIRKDMemoryLoss', 'CIRKDMiniBatchLoss',
+    'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss', 'FeatureMSELoss',
+    'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KLDivergence', 'MGDLoss',
+    'PairWiseAffinityLoss', 'PixelWiseKDLoss', 'PKDLoss'
 ]

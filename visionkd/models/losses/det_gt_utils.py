@@ -1,0 +1,65 @@
+"""Ground-truth helpers shared by the GT-driven detection losses.
+
+The losses receive the batch's mmdet ``DetDataSample`` list; any object with
+``gt_instances.bboxes`` (an (n, 4) xyxy tensor, or an mmdet ``BaseBoxes``
+such as ``HorizontalBoxes``) and a ``metainfo`` dict works. Boxes are in
+pixels of the padded batch input, whose size is
+``metainfo['batch_input_shape']`` (``pad_shape`` is used if it is absent).
+"""
+import math
+from typing import Sequence, Tuple
+
+import torch
+
+__all__ = [
+    'gt_bboxes_of', 'batch_input_hw', 'check_samples', 'infer_stride'
+]
+
+
+def gt_bboxes_of(sample, device: torch.device) -> torch.Tensor:
+    """GT boxes of one data sample as an (n, 4) float32 xyxy tensor.
+
+    Args:
+        sample: A ``DetDataSample``-like object with ``gt_instances.bboxes``.
+        device: Device of the returned tensor.
+
+    Returns:
+        Tensor of shape (n, 4), ``n`` may be 0.
+    """
+    boxes = sample.gt_instances.bboxes
+    boxes = getattr(boxes, 'tensor', boxes)  # mmdet BaseBoxes
+    if not isinstance(boxes, torch.Tensor):
+        boxes = torch.as_tensor(boxes)
+    return boxes.reshape(-1, 4).to(device=device, dtype=torch.float32)
+
+
+def batch_input_hw(sample) -> Tuple[float, float]:
+    """(H_in, W_in) of the padded batch input that the boxes refer to."""
+    meta = sample.metainfo
+    for key in ('batch_input_shape', 'pad_shape'):
+        if key in meta and meta[key] is not None:
+            h, w = meta[key][:2]
+            return float(h), float(w)
+    raise KeyError('data sample metainfo needs `batch_input_shape` (set by '
+                   'mmdet DetDataPreprocessor) to map GT boxes onto feature '
+                   f'maps; got keys {sorted(meta)}')
+
+
+def check_samples(data_samples: Sequence, num_images: int,
+                  name: str) -> None:
+    """Raise a clear error if ``data_samples`` does not match the batch."""
+    if data_samples is None or len(data_samples) != num_images:
+        got = None if data_samples is None else len(data_samples)
+        raise ValueError(f'{name} needs one data sample per image: batch of '
+                         f'{num_images} but got {got}')
+
+
+def infer_stride(input_hw: Tuple[float, float],
+                 feat_hw: Tuple[int, int]) -> int:
+    """Stride of a feature map, rounded to the nearest power of two.
+
+    ``2 ** round(log2(mean(H_in / H, W_in / W)))``: 16 for a 600x1000 input
+    and a 38x63 map (``ceil`` division by 16).
+    """
+    ratio = (input_hw[0] / feat_hw[0] + input_hw[1] / feat_hw[1]) / 2
+    return int(2**round(math.log2(ratio)))
