@@ -5,7 +5,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 from tests.conftest import REPO
 from visionkd.registry import MODELS
@@ -28,8 +28,8 @@ def test_kd_config_builds(path):
     cfg = Config.fromfile(path)
     assert cfg.model.type.startswith('visionkd.')
     cfg.model.teacher_ckpt = None
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
     assert len(model.distill_terms) >= 1
     for term in model.distill_terms.values():
         assert term.num_levels >= 1

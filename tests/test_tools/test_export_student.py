@@ -3,7 +3,7 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 from tests.conftest import REPO
 from tools.export_student import export_student
@@ -16,8 +16,8 @@ KD_CONFIG = osp.join(REPO, 'configs', 'demo',
 def test_export_loads_into_plain_mmdet_model(tmp_path, det_batch):
     from mmdet.apis import init_detector
     cfg = Config.fromfile(KD_CONFIG)
-    init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
     torch.manual_seed(3)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
