@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real mmdet/mmseg models built from upstream configs."""
+"""Shared fixtures: tiny real mmdet/mmseg models from upstream configs."""
 import copy
 import os.path as osp
 
@@ -68,8 +68,8 @@ def det_batch():
 @pytest.fixture
 def seg_batch():
     """Two 64x64 images with random 19-class label maps."""
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     torch.manual_seed(0)
     inputs, samples = [], []
     for _ in range(2):

@@ -1,5 +1,9 @@
 # Faster R-CNN R101-FPN (2x, 39.8 mAP) -> Faster R-CNN R18-FPN on COCO 2017,
-# 1x schedule, PKD on all five FPN levels (Cao et al., NeurIPS 2022).
+# 1x schedule, FGD (Yang et al., CVPR 2022) on all five FPN levels with the
+# official two-stage (Faster R-CNN) loss weights of yzd-v/FGD, 10-20x smaller
+# than its RetinaNet ones, and its gradient clipping (max_norm 35). Source:
+# fgd_faster_rcnn_r101_fpn_2x_distill_faster_rcnn_r50_fpn_2x_coco.py.
+# The PKD version is configs/pkd/faster_rcnn_r101_to_r18_pkd.py.
 # Train:  python tools/train.py configs/kd/faster_rcnn_r101_to_r18.py
 # Test:   python tools/test.py configs/kd/faster_rcnn_r101_to_r18.py CKPT
 _base_ = [
@@ -23,6 +27,14 @@ model = dict(
     teacher_ckpt=teacher_ckpt,
     distill_terms=dict(
         fpn=dict(
-            student='neck',
+            student='neck',  # 5 levels, one FGDLoss (and GcBlocks) each
             teacher='neck',
-            loss=dict(type='PKDLoss', loss_weight=6.0))))
+            loss=dict(
+                type='FGDLoss',
+                temp=0.5,
+                alpha_fgd=0.00005,
+                beta_fgd=0.000025,
+                gamma_fgd=0.00005,
+                lambda_fgd=0.0000005))))
+
+optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

@@ -10,7 +10,7 @@ from tools.export_student import export_student
 from visionkd.registry import MODELS
 
 KD_CONFIG = osp.join(REPO, 'configs', 'demo',
-                     'faster_rcnn_r34_to_r18_bccd_pkd.py')
+                     'faster_rcnn_r18x2_to_r18_bccd_pkd.py')
 
 
 def test_export_loads_into_plain_mmdet_model(tmp_path, det_batch):

@@ -88,7 +88,8 @@ def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
                         'bbox_head', None)
         n_cls = getattr(n_cls, 'num_classes', None) or getattr(
             model.student.bbox_head, 'num_classes', 80)
-        batch = demo_mm_inputs(batch_size, (3, h, w), num_items=[8] * batch_size,
+        batch = demo_mm_inputs(batch_size, (3, h, w),
+                               num_items=[8] * batch_size,
                                num_classes=n_cls)
     else:
         from mmengine.structures import PixelData

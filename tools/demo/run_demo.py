@@ -2,10 +2,11 @@
 
 Trains, on 2 CPU cores and with no download:
 
-1. the teacher (Faster R-CNN, wider ResNet-34-FPN, longer schedule),
-2. the baseline student (Faster R-CNN, half-width ResNet-18-FPN),
+1. the teacher (Faster R-CNN ResNet-18-FPN at half the usual width,
+   longer schedule),
+2. the baseline student (the same at a quarter of the usual width),
 3. the distilled student (same student and schedule + the KD terms of
-   ``configs/demo/faster_rcnn_r34_to_r18_bccd_pkd.py``),
+   ``configs/demo/faster_rcnn_r18x2_to_r18_bccd_pkd.py``),
 
 evaluates all three on the 40 val images with COCO bbox mAP and prints a
 table. Finished stages are reused (``--force`` retrains), so a second run
@@ -23,9 +24,9 @@ from typing import Dict, Optional
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG = osp.join(REPO, 'configs', 'demo')
 STAGES = (
-    ('teacher', 'faster_rcnn_r34_bccd_teacher.py'),
+    ('teacher', 'faster_rcnn_r18x2_bccd_teacher.py'),
     ('baseline', 'faster_rcnn_r18_bccd_student.py'),
-    ('distilled', 'faster_rcnn_r34_to_r18_bccd_pkd.py'),
+    ('distilled', 'faster_rcnn_r18x2_to_r18_bccd_pkd.py'),
 )
 
 

@@ -8,7 +8,6 @@ local-file and HTTP(S) checkpoint loaders through mmengine's public
 :class:`~mmengine.runner.CheckpointLoader` scheme registry, loading with
 ``weights_only=False``. Only load checkpoints you trust: they are pickles.
 """
-import os
 import os.path as osp
 from typing import Any, Optional
 

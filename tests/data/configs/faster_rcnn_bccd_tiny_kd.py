@@ -5,7 +5,7 @@ model = dict(
     type='visionkd.DetectionDistiller',
     student='{{fileDirname}}/faster_rcnn_bccd_tiny.py',
     teacher='{{fileDirname}}/../../../configs/demo/'
-    'faster_rcnn_r34_bccd_teacher.py',
+    'faster_rcnn_r18x2_bccd_teacher.py',
     teacher_ckpt=None,
     distill_terms=dict(
         pkd=dict(student='neck', teacher='neck',

@@ -1,6 +1,6 @@
 """Distiller core shared by detection and segmentation."""
 import difflib
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,6 +11,7 @@ from mmengine.runner import load_checkpoint
 
 from visionkd.models.recorders import ModuleRecorder
 from visionkd.utils import resolve_model_cfg
+
 from .distill_term import DistillTerm
 
 __all__ = ['BaseDistiller']

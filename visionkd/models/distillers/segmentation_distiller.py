@@ -2,6 +2,7 @@
 import torch.nn as nn
 
 from visionkd.registry import MODELS
+
 from .base_distiller import BaseDistiller
 
 __all__ = ['SegmentationDistiller']

@@ -16,7 +16,8 @@ class ChannelWiseDivergence(nn.Module):
     ICCV 2021). Each channel's activation map is turned into a distribution
     over the H*W locations with a softmax at temperature ``tau``; the loss is
 
-    ``tau^2 / (N * C) * sum_{n,c} KL(softmax(T_nc / tau) || softmax(S_nc / tau))``
+    ``tau^2 / (N * C) * sum_{n,c} KL(p_T(n, c) || p_S(n, c))`` with
+    ``p_X(n, c) = softmax(X_nc / tau)`` over the H*W locations,
 
     exactly as in the official code (sum over locations, mean over N*C).
 

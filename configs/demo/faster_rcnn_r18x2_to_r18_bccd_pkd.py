@@ -1,11 +1,12 @@
 # Distilled student of the README demo: the baseline student's data and
-# schedule, the R34 teacher, PKD on all FPN levels through a 1x1 connector.
+# schedule, the 2x-wide R18 teacher, PKD on all FPN levels through a 1x1
+# connector.
 _base_ = ['./faster_rcnn_r18_bccd_student.py']
 model = dict(
     _delete_=True,
     type='visionkd.DetectionDistiller',
     student='{{fileDirname}}/faster_rcnn_r18_bccd_student.py',
-    teacher='{{fileDirname}}/faster_rcnn_r34_bccd_teacher.py',
+    teacher='{{fileDirname}}/faster_rcnn_r18x2_bccd_teacher.py',
     teacher_ckpt=None,  # the demo passes work_dirs/demo/teacher/...pth
     distill_terms=dict(
         fpn=dict(
