@@ -2,7 +2,7 @@
 # COCO 2017, channel-wise distillation of the FPN features with the authors'
 # detection setting (pppppM/mmdetection-distiller, linked from the official
 # TorchDistiller: cwd_retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py):
-# tau 1, loss weight 5 per level on neck.fpn_convs.0-3 (P3-P6), lr 0.01.
+# tau 1, loss weight 5 per level on neck levels 0-3 (P3-P6), lr 0.01.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_2x.py',
@@ -16,12 +16,9 @@ model = dict(
     student='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
     teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms={
-        f'fpn{i}': dict(student=f'neck.fpn_convs.{i}',
-                        teacher=f'neck.fpn_convs.{i}',
-                        loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                                  loss_weight=5.0))
-        for i in range(4)
-    })
+    distill_terms=dict(
+        fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
+                 loss=dict(type='ChannelWiseDivergence', tau=1.0,
+                           loss_weight=5.0))))
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))

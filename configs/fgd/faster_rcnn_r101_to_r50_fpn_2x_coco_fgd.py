@@ -1,7 +1,7 @@
 # FGD (Yang et al., CVPR 2022): Faster R-CNN R101-FPN 2x (39.8) -> R50-FPN 2x
 # on COCO 2017, as the official yzd-v/FGD config
 # fgd_faster_rcnn_r101_fpn_2x_distill_faster_rcnn_r50_fpn_2x_coco.py: FGD on
-# P2-P5 (neck.fpn_convs.0-3; the max-pooled P6 is not distilled), temp 0.5,
+# P2-P5 (neck levels 0-3; the max-pooled P6 is not distilled), temp 0.5,
 # alpha 5e-5, beta 2.5e-5, gamma 5e-5, lambda 5e-7, gradient clip 35.
 # Not reproduced: the official "inheriting" init (student neck/heads copied
 # from the teacher, init_student=True). See configs/fgd/README.md.
@@ -20,10 +20,8 @@ model = dict(
     student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
     teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms={
-        f'fpn{i}': dict(student=f'neck.fpn_convs.{i}',
-                        teacher=f'neck.fpn_convs.{i}', loss=fgd)
-        for i in range(4)
-    })
+    distill_terms=dict(
+        fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
+                 loss=fgd)))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

@@ -2,7 +2,7 @@
 # on COCO 2017 with the official two-stage setting of yzd-v/MGD
 # (det/configs/distillers/mgd/cascade_mask_rcnn_rx101_32x4d_distill_faster_
 # rcnn_r50_fpn_2x_coco.py, whose teacher is a Cascade Mask R-CNN X101): MGD on
-# P2-P5 (neck.fpn_convs.0-3), alpha_mgd 5e-7, lambda_mgd 0.45, grad clip 35.
+# P2-P5 (neck levels 0-3), alpha_mgd 5e-7, lambda_mgd 0.45, grad clip 35.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_2x.py',
@@ -17,10 +17,8 @@ model = dict(
     student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
     teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms={
-        f'fpn{i}': dict(student=f'neck.fpn_convs.{i}',
-                        teacher=f'neck.fpn_convs.{i}', loss=mgd)
-        for i in range(4)
-    })
+    distill_terms=dict(
+        fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
+                 loss=mgd)))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))

@@ -15,9 +15,6 @@ model = dict(
     student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
     teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms={
-        f'fpn{i}': dict(student=f'neck.fpn_convs.{i}',
-                        teacher=f'neck.fpn_convs.{i}',
-                        loss=dict(type='PKDLoss', loss_weight=6.0))
-        for i in range(4)
-    })
+    distill_terms=dict(
+        fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
+                 loss=dict(type='PKDLoss', loss_weight=6.0))))

@@ -1,7 +1,7 @@
 # PKD (Cao et al., NeurIPS 2022): RetinaNet R101-FPN 2x (38.9) -> R50-FPN 2x
 # on COCO 2017 with the official RetinaNet setting (MMRazor
 # pkd_fpn_retina_x101_retina_r50_2x_coco.py, teacher RetinaNet X101): PKD on
-# the first four FPN outputs P3-P6 (neck.fpn_convs.0-3), loss weight 10 per
+# the first four FPN outputs P3-P6 (neck levels 0-3), loss weight 10 per
 # level, lr 0.01.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
@@ -16,11 +16,8 @@ model = dict(
     student='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
     teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms={
-        f'fpn{i}': dict(student=f'neck.fpn_convs.{i}',
-                        teacher=f'neck.fpn_convs.{i}',
-                        loss=dict(type='PKDLoss', loss_weight=10.0))
-        for i in range(4)
-    })
+    distill_terms=dict(
+        fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
+                 loss=dict(type='PKDLoss', loss_weight=10.0))))
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))

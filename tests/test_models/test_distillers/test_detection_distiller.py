@@ -71,6 +71,21 @@ def test_teacher_stops_after_recorded_layers(det_batch):
     assert calls == {'neck': 1, 'rpn': 0, 'roi': 0}
 
 
+def test_levels_select_a_subset_of_fpn_levels(det_batch):
+    model = build_distiller('det', dict(p2_p5=dict(
+        student='neck', teacher='neck', levels=[0, 1, 2, 3],
+        level_weights=[1, 1, 1, 2], loss=dict(type='PKDLoss'))))
+    assert len(model.distill_terms['p2_p5'].losses) == 4
+    model.train()
+    losses = model(**preprocess(model, det_batch), mode='loss')
+    assert sorted(k for k in losses if k.startswith('loss_kd')) == [
+        f'loss_kd_p2_p5_l{i}' for i in range(4)]
+    with pytest.raises(ValueError, match=r'levels \[7\] out of range'):
+        build_distiller('det', dict(a=dict(student='neck', teacher='neck',
+                                           levels=[0, 7],
+                                           loss=dict(type='PKDLoss'))))
+
+
 def test_distillation_can_be_switched_off(det_batch):
     model = build_distiller('det', PKD_FPN)
     model.distill_enabled = False

@@ -11,7 +11,7 @@ from visionkd.registry import MODELS
 __all__ = ['DistillTerm', 'build_registered']
 
 _TERM_KEYS = ('student', 'teacher', 'loss', 'connector', 'weight',
-              'level_weights', 'record')
+              'level_weights', 'levels', 'record')
 
 
 def build_registered(cfg: dict, what: str, **defaults) -> nn.Module:
@@ -59,11 +59,14 @@ class DistillTerm(nn.Module):
                  connector=dict(type='ConvConnector'),  # optional
                  loss=dict(type='PKDLoss', loss_weight=6.0),
                  weight=1.0,                            # optional
-                 level_weights=[1, 1, 1, 1, 1])         # optional
+                 levels=[0, 1, 2, 3],                   # optional subset
+                 level_weights=[1, 1, 1, 1])            # optional
 
     A layer returning a tuple (FPN levels) or called once per level gives one
     connector and one loss instance per level, so per-level parameters (e.g.
-    FGD's GcBlocks) stay separate. Connectors and losses are built by
+    FGD's GcBlocks) stay separate. ``levels`` keeps a subset of them (e.g.
+    P2-P5 of a five-level FPN); ``level_weights`` then has one entry per
+    kept level. Connectors and losses are built by
     :meth:`build_levels` once the layers' shapes are known.
 
     Args:
@@ -100,6 +103,16 @@ class DistillTerm(nn.Module):
                             f' got {weight!r}')
         self.weight = float(weight)
         self.level_weights: Optional[List[float]] = cfg.get('level_weights')
+        levels = cfg.get('levels')
+        if levels is not None and (
+                not isinstance(levels, (list, tuple)) or not levels
+                or not all(isinstance(i, int) for i in levels)):
+            raise TypeError(f'distill term {name!r}: levels must be a '
+                            f'non-empty list of level indices, got {levels!r}')
+        self.levels: Optional[List[int]] = (
+            list(levels) if levels is not None else None)
+        #: indices of the recorded levels this term uses (set at build)
+        self.level_ids: List[int] = []
         self.loss_cfg: dict = cfg['loss']
         connector = cfg.get('connector')
         if connector is not None and not isinstance(connector, (list, tuple)):
@@ -133,6 +146,15 @@ class DistillTerm(nn.Module):
                 f'layer {self.teacher_path!r} gives {n_t}')
         if n_s == 0:
             raise ValueError(f'distill term {self.name!r}: nothing recorded')
+        ids = list(range(n_s)) if self.levels is None else self.levels
+        bad = [i for i in ids if not -n_s <= i < n_s]
+        if bad:
+            raise ValueError(f'distill term {self.name!r}: levels {bad} out '
+                             f'of range for {n_s} recorded level(s)')
+        self.level_ids = [i % n_s for i in ids]
+        student_levels = [student_levels[i] for i in self.level_ids]
+        teacher_levels = [teacher_levels[i] for i in self.level_ids]
+        n_s = len(self.level_ids)
         for side, levels in (('student', student_levels),
                              ('teacher', teacher_levels)):
             for t in levels:
@@ -149,7 +171,7 @@ class DistillTerm(nn.Module):
         for lvl, (s, t) in enumerate(zip(student_levels, teacher_levels)):
             where = f'distill term {self.name!r}'
             if n_s > 1:
-                where += f' level {lvl}'
+                where += f' level {self.level_ids[lvl]}'
             chain = nn.ModuleList()
             cur = s
             for c_cfg in self.connector_cfgs:
@@ -231,9 +253,10 @@ class DistillTerm(nn.Module):
                 ) -> Dict[str, torch.Tensor]:
         """Weighted loss of every level, keyed ``loss_kd_<name>[_l<i>]``."""
         out = {}
-        for lvl in range(self.num_levels):
-            s = student_levels[lvl]
-            t = teacher_levels[lvl].detach()
+        multi = len(student_levels) > 1
+        for lvl, src in enumerate(self.level_ids):
+            s = student_levels[src]
+            t = teacher_levels[src].detach()
             for conn in self.connectors[lvl]:
                 s = self._apply_connector(conn, s, t)
             loss_fn = self.losses[lvl]
@@ -245,8 +268,8 @@ class DistillTerm(nn.Module):
             if self.level_weights is not None:
                 w = w * float(self.level_weights[lvl])
             key = f'loss_kd_{self.name}'
-            if self.num_levels > 1:
-                key += f'_l{lvl}'
+            if multi:
+                key += f'_l{src}'
             out[key] = value * w
         return out
 
@@ -261,4 +284,4 @@ class DistillTerm(nn.Module):
     def extra_repr(self) -> str:
         return (f'name={self.name!r}, student={self.student_path!r}, '
                 f'teacher={self.teacher_path!r}, record={self.record!r}, '
-                f'weight={self.weight}, levels={self.num_levels}')
+                f'weight={self.weight}, levels={self.level_ids}')
