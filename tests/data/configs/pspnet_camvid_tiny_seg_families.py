@@ -2,6 +2,8 @@
 # KD family (SKD pixel + pair, IFVD, CIRKD mini-batch + memory, DIST, MGD),
 # so a single train+test run exercises all of them (CWD: *_cwd.py).
 # Teacher = the tiny PSPNet with a wider decode head (64 vs 32 channels).
+# Two iterations and no validation during training, to keep CI time down
+# (tools/test.py evaluates the checkpoint afterwards).
 _base_ = ['./pspnet_camvid_tiny.py']
 model = dict(
     _delete_=True,
@@ -43,3 +45,7 @@ model = dict(
         mgd=dict(student='decode_head.bottleneck',  # 32 -> 64: align conv
                  teacher='decode_head.bottleneck',
                  loss=dict(type='MGDLoss', lambda_mgd=0.75))))
+
+max_iters = 2
+train_cfg = dict(max_iters=max_iters, val_interval=1000)
+default_hooks = dict(checkpoint=dict(interval=max_iters))
