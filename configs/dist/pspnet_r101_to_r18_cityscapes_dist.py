@@ -1,11 +1,8 @@
 # PSPNet R101-D8 (80k, 79.76 mIoU) -> PSPNet R18-D8 on Cityscapes 512x1024,
 # 80k schedule. DIST (Huang et al., NeurIPS 2022), settings of the official
 # hunto/DIST_KD segmentation/train_kd.py: DIST(beta=1, gamma=1), no
-# temperature, on the decode-head logits with lambda_kd = 1.
-# Not included: the official code also distils the auxiliary (FCN) head
-# logits with 0.4 * lambda_kd; mmseg runs auxiliary heads only in loss mode
-# and the distiller runs the teacher in tensor mode, so they cannot be
-# recorded.
+# temperature, on the decode-head logits with lambda_kd = 1 and on the
+# auxiliary (FCN) head logits with 0.4 * lambda_kd.
 _base_ = [
     'mmseg::_base_/datasets/cityscapes.py',
     'mmseg::_base_/default_runtime.py',
@@ -24,4 +21,9 @@ model = dict(
             student='decode_head.conv_seg',
             teacher='decode_head.conv_seg',
             loss=dict(type='DISTLoss', beta=1.0, gamma=1.0, tau=1.0,
-                      loss_weight=1.0))))
+                      loss_weight=1.0)),
+        aux_logits=dict(
+            student='auxiliary_head.conv_seg',
+            teacher='auxiliary_head.conv_seg',
+            loss=dict(type='DISTLoss', beta=1.0, gamma=1.0, tau=1.0,
+                      loss_weight=0.4))))

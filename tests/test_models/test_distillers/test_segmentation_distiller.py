@@ -51,3 +51,13 @@ def test_segmentor_rejected_by_detection_distiller():
     with pytest.raises(TypeError, match='mmseg segmentor as teacher'):
         build_distiller('seg', CWD_LOGITS,
                         teacher=dict(tiny_faster_rcnn(), _scope_='mmdet'))
+
+
+def test_auxiliary_head_logits_can_be_distilled(seg_batch):
+    """mmseg runs auxiliary heads only in loss mode; the teacher runs them."""
+    model = build_distiller('seg', dict(aux=dict(
+        student='auxiliary_head.conv_seg', teacher='auxiliary_head.conv_seg',
+        loss=dict(type='DISTLoss'))))
+    model.train()
+    losses = model(**model.data_preprocessor(seg_batch, True), mode='loss')
+    assert losses['loss_kd_aux'].item() > 0

@@ -1,6 +1,6 @@
 """Distiller core shared by detection and segmentation."""
 import difflib
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -120,6 +120,22 @@ class BaseDistiller(BaseModel):
         """Data samples for the build-time dry run (None if not needed)."""
         return None
 
+    def _forward_for_records(self, model: nn.Module, inputs: torch.Tensor,
+                             data_samples: Optional[list],
+                             paths: List[str]) -> None:
+        """Run ``model`` (teacher, or student in the dry run) without loss.
+
+        The default is the model's ``tensor`` mode; subclasses add modules
+        that only run in ``loss`` mode (mmseg auxiliary heads).
+
+        Args:
+            model: Teacher or student.
+            inputs: Preprocessed batch.
+            data_samples: The batch's data samples.
+            paths: Module paths recorded on ``model``.
+        """
+        model(inputs, data_samples, mode='tensor')
+
     @staticmethod
     def _find_module(model: nn.Module, path: str, role: str,
                      term: str) -> nn.Module:
@@ -154,6 +170,7 @@ class BaseDistiller(BaseModel):
                     mod, term.teacher_path, term.record,
                     on_record=self._on_teacher_record)
         self._teacher_calls: Dict[Tuple[str, str], int] = {}
+        self._teacher_paths = [k[0] for k in self._teacher_rec]
 
     def _build_teacher_input_transform(self) -> None:
         """Work out how the student's normalised batch maps to the teacher's.
@@ -207,14 +224,18 @@ class BaseDistiller(BaseModel):
         self.student.eval()
         self._clear_records()
         with torch.no_grad():
-            self.student(inputs, samples, mode='tensor')
-            self.teacher(self._teacher_inputs(inputs), samples, mode='tensor')
+            self._forward_for_records(self.student, inputs, samples,
+                                      [k[0] for k in self._student_rec])
+            self._forward_for_records(self.teacher,
+                                      self._teacher_inputs(inputs), samples,
+                                      [k[0] for k in self._teacher_rec])
         self.student.train(was_training)
         for key, rec in self._teacher_rec.items():
             if not rec.data:
                 raise ValueError(
                     f'teacher layer {key[0]!r} did not run in the teacher '
-                    f"forward (mode='tensor'); record a layer that does")
+                    f'forward (no loss is computed for the teacher); record '
+                    f'a layer that does')
             self._teacher_calls[key] = len(rec.data)
         for term in self.distill_terms.values():
             s_rec = self._student_rec[(term.student_path, term.record)]
@@ -293,8 +314,9 @@ class BaseDistiller(BaseModel):
         self._early_stop = True
         try:
             with torch.no_grad():
-                self.teacher(
-                    self._teacher_inputs(inputs), data_samples, mode='tensor')
+                self._forward_for_records(
+                    self.teacher, self._teacher_inputs(inputs), data_samples,
+                    self._teacher_paths)
         except _TeacherDone:
             pass
         finally:

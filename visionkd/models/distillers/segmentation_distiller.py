@@ -1,4 +1,7 @@
 """Distiller for mmseg segmentors."""
+from typing import List, Optional
+
+import torch
 import torch.nn as nn
 
 from visionkd.registry import MODELS
@@ -41,6 +44,28 @@ class SegmentationDistiller(BaseDistiller):
                 f'SegmentationDistiller needs an mmseg segmentor as {role}, '
                 f'got {type(model).__name__}; use DetectionDistiller for '
                 f'mmdet detectors')
+
+    def _forward_for_records(self, model: nn.Module, inputs: torch.Tensor,
+                             data_samples: Optional[list],
+                             paths: List[str]) -> None:
+        """Tensor-mode forward, plus the auxiliary heads when recorded.
+
+        mmseg runs auxiliary heads only in ``loss`` mode; a term on
+        ``auxiliary_head...`` makes them run here on the same backbone
+        features (no second backbone pass, no loss).
+        """
+        wants_aux = any(p.split('.')[0] == 'auxiliary_head' for p in paths)
+        if not wants_aux or not getattr(model, 'with_auxiliary_head', False):
+            model(inputs, data_samples, mode='tensor')
+            return
+        feats = model.extract_feat(inputs)
+        if isinstance(model.decode_head, nn.ModuleList):  # cascade heads
+            model(inputs, data_samples, mode='tensor')
+        else:
+            model.decode_head.forward(feats)
+        heads = model.auxiliary_head
+        for head in (heads if isinstance(heads, nn.ModuleList) else [heads]):
+            head.forward(feats)
 
     def _dummy_data_samples(self, height: int, width: int) -> list:
         from mmseg.structures import SegDataSample
