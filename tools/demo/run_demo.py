@@ -106,7 +106,7 @@ def main() -> None:
     d = results['distilled']['coco/bbox_mAP']
     if t > b:
         print(f'gap closed by distillation: {100 * (d - b) / (t - b):.0f}% '
-              f'(one seed; see docs for the seed spread)')
+              f'(one seed: run with --seed N for the spread)')
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(dict(metrics=results, seconds=times), f, indent=2)
 
