@@ -31,7 +31,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 
 import visionkd  # noqa: E402,F401
 from visionkd.models.distillers import DetectionDistiller  # noqa: E402
@@ -110,10 +110,10 @@ def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
 
 def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
               iters: int, warmup: int, device: str) -> dict:
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
     cfg.model.teacher_ckpt = None
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model).to(device)
     model.train()
     dev = torch.device(device)
     data = make_batch(model, batch_size, size)

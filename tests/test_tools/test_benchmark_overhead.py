@@ -1,0 +1,21 @@
+"""The overhead benchmark runs and reports consistent numbers."""
+import os.path as osp
+
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from tools.analysis_tools.benchmark_overhead import benchmark
+
+
+def test_benchmark_reports_every_phase():
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'configs',
+                                   'faster_rcnn_bccd_tiny_kd.py'))
+    out = benchmark(cfg, batch_size=1, size=(64, 64), iters=1, warmup=0,
+                    device='cpu')
+    for key in ('student_step_s', 'teacher_forward_s', 'distill_step_s'):
+        assert out[key] > 0
+    expected = out['distill_step_s'] / (out['student_step_s'] +
+                                        out['teacher_forward_s'])
+    assert abs(out['overhead_ratio'] - expected) < 1e-3
+    assert {'student_step_peak_mb', 'teacher_forward_peak_mb',
+            'distill_step_peak_mb'} <= set(out)
