@@ -12,7 +12,8 @@ from typing import Sequence, Tuple
 import torch
 
 __all__ = [
-    'gt_bboxes_of', 'batch_input_hw', 'check_samples', 'infer_stride'
+    'gt_bboxes_of', 'batch_input_hw', 'check_samples', 'check_level_inputs',
+    'infer_stride'
 ]
 
 
@@ -52,6 +53,17 @@ def check_samples(data_samples: Sequence, num_images: int,
         got = None if data_samples is None else len(data_samples)
         raise ValueError(f'{name} needs one data sample per image: batch of '
                          f'{num_images} but got {got}')
+
+
+def check_level_inputs(preds_S: torch.Tensor, preds_T: torch.Tensor,
+                       data_samples: Sequence, name: str) -> None:
+    """Raise unless student and teacher maps share (H, W) and every image
+    of the batch has its data sample."""
+    if preds_S.shape[-2:] != preds_T.shape[-2:]:
+        raise ValueError(f'{name} needs maps of equal size, got student '
+                         f'{tuple(preds_S.shape)} and teacher '
+                         f'{tuple(preds_T.shape)}')
+    check_samples(data_samples, preds_T.shape[0], name)
 
 
 def infer_stride(input_hw: Tuple[float, float],

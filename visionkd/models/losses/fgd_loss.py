@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
-from .det_gt_utils import batch_input_hw, check_samples, gt_bboxes_of
+from .det_gt_utils import batch_input_hw, check_level_inputs, gt_bboxes_of
 
 __all__ = ['FGDLoss']
 
@@ -209,14 +209,10 @@ class FGDLoss(nn.Module):
             Scalar loss.
         """
         preds_T = preds_T.detach()
-        if preds_S.shape[-2:] != preds_T.shape[-2:]:
-            raise ValueError(f'FGDLoss needs maps of equal size, got student'
-                             f' {tuple(preds_S.shape)} and teacher '
-                             f'{tuple(preds_T.shape)}')
+        check_level_inputs(preds_S, preds_T, data_samples, 'FGDLoss')
         if self.align is not None:
             preds_S = self.align(preds_S)
         N, C, H, W = preds_T.shape
-        check_samples(data_samples, N, 'FGDLoss')
 
         S, T = preds_S.float(), preds_T.float()
         s_att_t, c_att_t = self.get_attention(T)

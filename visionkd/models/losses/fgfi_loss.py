@@ -8,7 +8,7 @@ from visionkd.registry import MODELS
 
 from .det_gt_utils import (
     batch_input_hw,
-    check_samples,
+    check_level_inputs,
     gt_bboxes_of,
     infer_stride,
 )
@@ -221,12 +221,8 @@ class FGFILoss(nn.Module):
             Scalar loss.
         """
         preds_T = preds_T.detach()
-        if preds_S.shape[-2:] != preds_T.shape[-2:]:
-            raise ValueError(f'FGFILoss needs maps of equal size, got '
-                             f'student {tuple(preds_S.shape)} and teacher '
-                             f'{tuple(preds_T.shape)}')
+        check_level_inputs(preds_S, preds_T, data_samples, 'FGFILoss')
         N, _, H, W = preds_T.shape
-        check_samples(data_samples, N, 'FGFILoss')
         if self.adapter is not None:
             preds_S = self.adapter(preds_S)
         mask = self.get_mask(data_samples, N, H, W, preds_T.device)
