@@ -1,6 +1,8 @@
 """The overhead benchmark runs and reports consistent numbers."""
 import os.path as osp
 
+import pytest
+
 from mmengine.config import Config
 
 from tests.conftest import REPO
@@ -16,6 +18,7 @@ def test_benchmark_reports_every_phase():
         assert out[key] > 0
     expected = out['distill_step_s'] / (out['student_step_s'] +
                                         out['teacher_forward_s'])
-    assert abs(out['overhead_ratio'] - expected) < 1e-3
+    # the printed times are rounded to 0.1 ms, the ratio uses raw medians
+    assert out['overhead_ratio'] == pytest.approx(expected, rel=1e-2)
     assert {'student_step_peak_mb', 'teacher_forward_peak_mb',
             'distill_step_peak_mb'} <= set(out)
