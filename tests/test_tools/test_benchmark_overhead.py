@@ -2,7 +2,6 @@
 import os.path as osp
 
 import pytest
-
 from mmengine.config import Config
 
 from tests.conftest import REPO
