@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One-shot GPU check for an offline CUDA machine that already has PyTorch:
+# installs the wheels fetched by tools/gpu/fetch_wheels.sh, compiles mmcv
+# 2.1.0's CUDA ops for this GPU, then runs the distillation-overhead
+# benchmark and a short BCCD distillation (the embedded demo) on the GPU.
+# Every figure lands in OUT_DIR (JSON + logs).
+#   bash tools/gpu/gpu_check.sh [WHEELS=.whl] [OUT_DIR=work_dirs/gpu]
+# MMCV_OPS=subset (default) compiles only the CUDA kernels visionkd's
+# configs run (NMS, RoIAlign/RoIPool, focal loss, ...): about 4 min on 16
+# cores instead of ~9 for all 59; the other CUDA ops then fail when called.
+# MMCV_OPS=all compiles everything. SKIP_BENCH=1 / SKIP_DEMO=1 skip stages;
+# EXTRA_CMD runs one more command (e.g. the experiment runner).
+set -euo pipefail
+WHL=$(realpath "${1:-.whl}")
+OUT=$(realpath -m "${2:-work_dirs/gpu}")
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+SITE=/tmp/visionkd_site
+WORK=/tmp/visionkd_gpu_work
+mkdir -p "$OUT" "$SITE" "$WORK"
+log() { echo "[gpu_check $(date +%T)] $*"; }
+
+log "installing wheels into $SITE"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target "$SITE" "$WHL"/*.whl
+# Lazy symbol binding lets a subset build of mmcv's ops import.
+cat > "$SITE/sitecustomize.py" <<'PY'
+import os
+import sys
+sys.setdlopenflags(os.RTLD_LAZY | os.RTLD_GLOBAL)
+PY
+export PYTHONPATH="$SITE:$REPO"
+
+if [ ! -f /tmp/mmcv-2.1.0/mmcv/_ext.so ] && \
+   ! ls /tmp/mmcv-2.1.0/mmcv/_ext*.so >/dev/null 2>&1; then
+  tar xzf "$WHL"/mmcv-2.1.0.tar.gz -C /tmp
+  cd /tmp/mmcv-2.1.0
+  if [ "${MMCV_OPS:-subset}" = subset ]; then
+    keep='nms_cuda|roi_align_cuda|roi_pool_cuda|focal_loss_cuda|bbox_overlaps_cuda|sync_bn_cuda|deform_conv_cuda|modulated_deform_conv_cuda|psamask_cuda|carafe_cuda'
+    for f in mmcv/ops/csrc/pytorch/cuda/*.cu; do
+      basename "$f" .cu | grep -qE "^($keep)$" || rm "$f"
+    done
+  fi
+  arch=$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+  log "compiling mmcv CUDA ops (arch $arch, $(nproc) jobs, ops=${MMCV_OPS:-subset})"
+  t0=$(date +%s)
+  MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=$(nproc) \
+    python3 setup.py build_ext --inplace > "$OUT/mmcv_build.log" 2>&1 \
+    || { tail -40 "$OUT/mmcv_build.log"; exit 1; }
+  tail -5 "$OUT/mmcv_build.log"
+  log "mmcv built in $(( $(date +%s) - t0 )) s"
+  cd "$REPO"
+fi
+export PYTHONPATH="$SITE:/tmp/mmcv-2.1.0:$REPO"
+python3 - <<'PY' | tee "$OUT/env.json"
+import json, torch, mmcv, mmdet, mmseg, mmengine
+from mmcv.ops import nms, roi_align
+b = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10.]], device='cuda')
+keep = nms(b, torch.tensor([0.9, 0.8], device='cuda'), 0.5)[1]
+f = torch.randn(1, 4, 16, 16, device='cuda')
+r = roi_align(f, torch.tensor([[0, 0, 0, 8, 8.]], device='cuda'), (2, 2))
+print(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+      mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmseg=mmseg.__version__,
+      mmengine=mmengine.__version__, nms_keep=keep.tolist(),
+      roi_align_shape=list(r.shape))))
+PY
+
+cd "$REPO"
+[ "${SKIP_BENCH:-0}" = 1 ] || for spec in "configs/kd/faster_rcnn_r101_to_r18.py 800 1344 2" \
+            "configs/kd/faster_rcnn_r101_to_r18.py 320 320 2" \
+            "configs/kd/pspnet_r101_to_r18_cityscapes.py 512 1024 2"; do
+  set -- $spec
+  log "overhead benchmark $spec"
+  python3 tools/analysis_tools/benchmark_overhead.py "$1" --input-size "$2" "$3" \
+    --batch-size "$4" --iters 20 --warmup 5 --device cuda \
+    > "$WORK/bench.json" 2>> "$OUT/bench.log" || tail -20 "$OUT/bench.log"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['config']=sys.argv[2]; print(json.dumps(d))" \
+    "$WORK/bench.json" "$spec" | tee -a "$OUT/bench.jsonl" || true
+done
+
+if [ -n "${EXTRA_CMD:-}" ]; then
+  # e.g. EXTRA_CMD='python3 tools/run_experiments.py ...' (runs in the repo
+  # root with the environment above; WORK and OUT are exported).
+  export WORK OUT
+  log "extra: $EXTRA_CMD"
+  bash -c "$EXTRA_CMD" || log "extra command failed"
+fi
+
+if [ "${SKIP_DEMO:-0}" != 1 ]; then
+  log "short BCCD distillation (embedded demo: teacher, baseline, distilled)"
+  t0=$(date +%s)
+  python3 tools/demo/run_demo.py --work-dir "$WORK/demo" --force \
+    > "$OUT/demo.log" 2>&1 || tail -30 "$OUT/demo.log"
+  cp "$WORK/demo/results.json" "$OUT/demo_results.json" || true
+  log "demo took $(( $(date +%s) - t0 )) s"
+  tail -15 "$OUT/demo.log"
+fi
+log done
