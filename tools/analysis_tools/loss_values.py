@@ -26,8 +26,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 import torch  # noqa: E402
 
 import visionkd  # noqa: E402,F401
-from tests.test_models.test_losses.test_losses import (  # noqa: E402
-    LOSS_CASES, build, call)
+from tests.test_models.test_losses.test_losses import LOSS_CASES, build, call  # noqa: E402
 
 
 def loss_values(seed: int = 0) -> Dict[str, float]:
