@@ -3,8 +3,8 @@
 # fgd_faster_rcnn_r101_fpn_2x_distill_faster_rcnn_r50_fpn_2x_coco.py: FGD on
 # P2-P5 (neck levels 0-3; the max-pooled P6 is not distilled), temp 0.5,
 # alpha 5e-5, beta 2.5e-5, gamma 5e-5, lambda 5e-7, gradient clip 35.
-# Not reproduced: the official "inheriting" init (student neck/heads copied
-# from the teacher, init_student=True). See configs/fgd/README.md.
+# "Inheriting strategy" as the official init_student=True: the student's
+# neck and heads start from the teacher's. See configs/fgd/README.md.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_2x.py',
@@ -20,6 +20,7 @@ model = dict(
     student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
     teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
+    init_student=True,  # neck + heads from the teacher (same shapes)
     distill_terms=dict(
         fpn=dict(student='neck', teacher='neck', levels=[0, 1, 2, 3],
                  loss=fgd)))

@@ -3,7 +3,7 @@
 # fgd_retina_r101_fpn_2x_distill_retina_r50_fpn_2x_coco.py: FGD on all five
 # FPN levels P3-P7, temp 0.5, alpha 1e-3, beta 5e-4, gamma 5e-4 (not the
 # loss default 1e-3), lambda 5e-6, lr 0.01, gradient clip 35.
-# Not reproduced: the official "inheriting" init (init_student=True).
+# "Inheriting strategy" as the official init_student=True.
 _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_2x.py',
@@ -17,6 +17,7 @@ model = dict(
     student='mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
     teacher='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
     teacher_ckpt=teacher_ckpt,
+    init_student=True,  # neck + heads from the teacher (same shapes)
     distill_terms=dict(
         fpn=dict(
             student='neck',  # 5 levels, one FGDLoss (and GcBlocks) each

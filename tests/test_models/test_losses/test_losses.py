@@ -38,14 +38,17 @@ LOSS_CASES = {
                              pixel_contrast_size=12,
                              region_contrast_size=6), SHAPE, 'seg'),
     'DISTLoss': (dict(tau=2.0), SHAPE, None),
+    'RoIKDLoss': (dict(tau=2.0, loss_weight_bg=0.5), (8, 4), 'roi'),
 }
 # A random spatial mask and a generator sit between student and teacher.
 NONZERO_FOR_IDENTICAL = {'MGDLoss'}
 
 
 def samples_for(name, shape):
-    """Duck-typed DetDataSample/SegDataSample list for GT-driven losses."""
+    """GT for GT-driven losses: duck-typed Det/SegDataSamples, RoI labels."""
     kind = LOSS_CASES[name][2]
+    if kind == 'roi':  # RoI sampling labels: classes 0..C-1, background C
+        return torch.arange(shape[0]) % shape[1]
     n, _, h, w = shape
     if kind == 'det':  # one box per image, stride-8 input
         boxes = torch.tensor([[8., 8., 40., 32.]])

@@ -9,7 +9,7 @@ from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.runner import load_checkpoint
 
-from visionkd.models.recorders import ModuleRecorder
+from visionkd.models.recorders import MethodRecorder, ModuleRecorder
 from visionkd.utils import resolve_model_cfg
 
 from .distill_term import DistillTerm
@@ -51,6 +51,19 @@ class BaseDistiller(BaseModel):
         distill_terms: ``{name: term}``; see :class:`DistillTerm`.
         dry_run_input_size: (H, W) of the zero image used at build time to
             read the recorded layers' shapes and validate the terms.
+        init_student: FGD's "inheriting strategy" (Yang et al., CVPR 2022,
+            official ``init_student=True``): after the teacher checkpoint is
+            loaded, every student parameter and buffer outside
+            ``init_student_skip`` whose name and shape match the teacher's
+            is copied from the teacher (e.g. the neck and heads of an R101
+            teacher into an R50 student). It is applied at build time and
+            again at the end of :meth:`init_weights` (which the runner calls
+            after building the model and would otherwise overwrite it), so
+            it always happens before ``--resume`` / ``load_from`` load their
+            checkpoint and is never applied over resumed weights.
+            Defaults to False.
+        init_student_skip: Top-level student modules never inherited.
+            Defaults to ``('backbone', )`` as the official code.
         data_preprocessor: Ignored: the student's preprocessor is always
             used (mmengine's runner fills this argument from a top-level
             ``data_preprocessor`` of the config). The teacher receives the
@@ -68,6 +81,8 @@ class BaseDistiller(BaseModel):
                  teacher_ckpt: Optional[str] = None,
                  distill_terms: Optional[Dict[str, dict]] = None,
                  dry_run_input_size: Tuple[int, int] = (128, 128),
+                 init_student: bool = False,
+                 init_student_skip: Tuple[str, ...] = ('backbone', ),
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = resolve_model_cfg(student, self.default_scope,
@@ -98,8 +113,10 @@ class BaseDistiller(BaseModel):
         if not isinstance(terms, dict):
             raise TypeError('distill_terms must be a dict {name: term}')
         self.distill_terms = nn.ModuleDict(
-            {name: DistillTerm(name, cfg)
+            {name: self._build_term(name, cfg)
              for name, cfg in terms.items()})
+        for term in self.distill_terms.values():
+            term.bind(self.student, self.teacher)
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
@@ -110,11 +127,19 @@ class BaseDistiller(BaseModel):
         # Load the teacher last so configuration errors come first. The
         # runner's init_weights() never reaches the teacher (not a child).
         self.load_teacher()
+        self.init_student = bool(init_student)
+        self.init_student_skip = tuple(init_student_skip)
+        if self.init_student:
+            self.inherit_from_teacher()
 
     # ------------------------------------------------------------------
     # build-time helpers
     def _check_task(self, model: nn.Module, role: str) -> None:
         """Raise if ``model`` is not of the task this distiller handles."""
+
+    def _build_term(self, name: str, cfg: dict) -> nn.Module:
+        """Build one entry of ``distill_terms`` (subclasses add modes)."""
+        return DistillTerm(name, cfg)
 
     def _dummy_data_samples(self, height: int, width: int) -> Optional[list]:
         """Data samples for the build-time dry run (None if not needed)."""
@@ -156,21 +181,27 @@ class BaseDistiller(BaseModel):
         self._student_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
         self._teacher_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
         for term in self.distill_terms.values():
-            key_s = (term.student_path, term.record)
-            key_t = (term.teacher_path, term.record)
+            key_s, key_t = term.student_key, term.teacher_key
             if key_s not in self._student_rec:
-                mod = self._find_module(self.student, term.student_path,
-                                        'student', term.name)
-                self._student_rec[key_s] = ModuleRecorder(
-                    mod, term.student_path, term.record)
+                mod = self._find_module(self.student, key_s[0], 'student',
+                                        term.name)
+                self._student_rec[key_s] = self._make_recorder(mod, *key_s)
             if key_t not in self._teacher_rec:
-                mod = self._find_module(self.teacher, term.teacher_path,
-                                        'teacher', term.name)
-                self._teacher_rec[key_t] = ModuleRecorder(
-                    mod, term.teacher_path, term.record,
-                    on_record=self._on_teacher_record)
+                mod = self._find_module(self.teacher, key_t[0], 'teacher',
+                                        term.name)
+                self._teacher_rec[key_t] = self._make_recorder(
+                    mod, *key_t, on_record=self._on_teacher_record)
         self._teacher_calls: Dict[Tuple[str, str], int] = {}
         self._teacher_paths = [k[0] for k in self._teacher_rec]
+
+    @staticmethod
+    def _make_recorder(module: nn.Module, path: str, record: str,
+                       on_record=None):
+        """A forward-hook recorder, or a method recorder for ``call:<m>``."""
+        if record.startswith('call:'):
+            return MethodRecorder(module, path, record[len('call:'):],
+                                  on_record=on_record)
+        return ModuleRecorder(module, path, record, on_record=on_record)
 
     def _build_teacher_input_transform(self) -> None:
         """Work out how the student's normalised batch maps to the teacher's.
@@ -238,15 +269,16 @@ class BaseDistiller(BaseModel):
                     f'a layer that does')
             self._teacher_calls[key] = len(rec.data)
         for term in self.distill_terms.values():
-            s_rec = self._student_rec[(term.student_path, term.record)]
-            if not s_rec.data:
+            s_rec = self._student_rec[term.student_key]
+            if not s_rec.data and getattr(term, 'student_runs_in_tensor_mode',
+                                          True):
                 raise ValueError(
                     f'distill term {term.name!r}: student layer '
                     f'{term.student_path!r} did not run in the student '
                     f'forward; record a layer that does')
             term.build_levels(
                 s_rec.levels(),
-                self._teacher_rec[(term.teacher_path, term.record)].levels(),
+                self._teacher_rec[term.teacher_key].levels(),
                 has_data_samples=samples is not None)
         self._clear_records()
 
@@ -274,6 +306,40 @@ class BaseDistiller(BaseModel):
                 f'({type(self.teacher).__name__}); is it the right file?')
         self.teacher.eval()
         self._teacher_loaded = True
+
+    def inherit_from_teacher(self) -> List[str]:
+        """Copy matching teacher weights into the student (FGD inheriting).
+
+        Returns:
+            Names of the student entries that were copied.
+        """
+        teacher_state = self.teacher.state_dict()
+        copied, skipped = [], []
+        with torch.no_grad():
+            for name, value in self.student.state_dict().items():
+                if name.split('.')[0] in self.init_student_skip:
+                    continue
+                src = teacher_state.get(name)
+                if src is None or src.shape != value.shape:
+                    skipped.append(name)
+                    continue
+                value.copy_(src)
+                copied.append(name)
+        logger = MMLogger.get_current_instance()
+        if not copied:
+            logger.warning('init_student: no student weight outside '
+                           f'{self.init_student_skip} matches the teacher')
+        else:
+            logger.info(f'init_student: {len(copied)} student weights '
+                        f'inherited from the teacher, {len(skipped)} kept '
+                        f'(missing or of another shape)')
+        return copied
+
+    def init_weights(self) -> None:
+        """Initialise the student (and losses), then inherit if asked."""
+        super().init_weights()
+        if getattr(self, 'init_student', False):
+            self.inherit_from_teacher()
 
     # ------------------------------------------------------------------
     # module behaviour
@@ -341,10 +407,8 @@ class BaseDistiller(BaseModel):
         losses = dict(self.student.loss(inputs, data_samples))
         if distill:
             for term in self.distill_terms.values():
-                s_levels = self._student_rec[(term.student_path,
-                                              term.record)].levels()
-                t_levels = self._teacher_rec[(term.teacher_path,
-                                              term.record)].levels()
+                s_levels = self._student_rec[term.student_key].levels()
+                t_levels = self._teacher_rec[term.teacher_key].levels()
                 for key, value in term(s_levels, t_levels,
                                        data_samples).items():
                     if key in losses:

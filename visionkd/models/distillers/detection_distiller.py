@@ -4,6 +4,9 @@ import torch.nn as nn
 from visionkd.registry import MODELS
 
 from .base_distiller import BaseDistiller
+from .distill_term import DistillTerm
+from .ld_distill_term import LDDistillTerm
+from .roi_distill_term import RoIDistillTerm
 
 __all__ = ['DetectionDistiller']
 
@@ -15,6 +18,16 @@ class DetectionDistiller(BaseDistiller):
     Both models must be mmdet ``BaseDetector`` s (one-stage, two-stage,
     DETR-like). Ground-truth-driven losses receive the batch's
     ``DetDataSample`` list. See :class:`BaseDistiller` for the arguments.
+
+    Besides feature/logit terms (:class:`DistillTerm`), a term may set
+    ``mode``:
+
+    * ``mode='roi'`` (:class:`RoIDistillTerm`): RoI-level KD of two-stage
+      detectors; the teacher's RoI head scores the student's sampled
+      proposals;
+    * ``mode='ld'`` (:class:`LDDistillTerm`): Localization Distillation
+      (and optional class KD) of GFL heads on the student's positive
+      locations.
 
     Example::
 
@@ -32,6 +45,18 @@ class DetectionDistiller(BaseDistiller):
     """
 
     default_scope = 'mmdet'
+
+    #: ``mode`` of a distillation term -> its class
+    term_modes = dict(roi=RoIDistillTerm, ld=LDDistillTerm)
+
+    def _build_term(self, name: str, cfg: dict) -> nn.Module:
+        mode = cfg.get('mode') if isinstance(cfg, dict) else None
+        if mode is None:
+            return DistillTerm(name, cfg)
+        if mode not in self.term_modes:
+            raise ValueError(f'distill term {name!r}: unknown mode {mode!r}; '
+                             f'modes: {sorted(self.term_modes)} (or none)')
+        return self.term_modes[mode](name, cfg)
 
     def _check_task(self, model: nn.Module, role: str) -> None:
         from mmdet.models.detectors import BaseDetector

@@ -128,6 +128,19 @@ class DistillTerm(nn.Module):
         self.num_levels = 0
 
     # ------------------------------------------------------------------
+    @property
+    def student_key(self) -> tuple:
+        """``(path, record)`` of what this term records on the student."""
+        return (self.student_path, self.record)
+
+    @property
+    def teacher_key(self) -> tuple:
+        """``(path, record)`` of what this term records on the teacher."""
+        return (self.teacher_path, self.record)
+
+    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Called with both models before the recorders are built."""
+
     def build_levels(self, student_levels: Sequence[torch.Tensor],
                      teacher_levels: Sequence[torch.Tensor],
                      has_data_samples: bool) -> None:

@@ -14,10 +14,11 @@ from .mgd_loss import MGDLoss
 from .pair_wise_affinity_loss import PairWiseAffinityLoss
 from .pixel_wise_kd_loss import PixelWiseKDLoss
 from .pkd_loss import PKDLoss
+from .roi_kd_loss import RoIKDLoss
 
 __all__ = [
     'ATLoss', 'CIRKDMemoryLoss', 'CIRKDMiniBatchLoss',
     'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss', 'FeatureMSELoss',
     'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KLDivergence', 'MGDLoss',
-    'PairWiseAffinityLoss', 'PixelWiseKDLoss', 'PKDLoss'
+    'PairWiseAffinityLoss', 'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss'
 ]
