@@ -17,3 +17,4 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check visionkd tools tests configs
+	$(PY) tools/lint_dockerfile.py docker/Dockerfile
