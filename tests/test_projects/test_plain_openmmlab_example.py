@@ -29,7 +29,8 @@ def no_scope_leak():
     DefaultScope._instance_dict.update(before)
 
 
-def _short_schedule(cfg: Config, work_dir, iters: int = 2) -> None:
+def _short_schedule(cfg: Config, work_dir, iters: int = 2,
+                    batch_size: int = 1) -> None:
     cfg.work_dir = str(work_dir)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
                          val_interval=1000)
@@ -45,7 +46,7 @@ def _short_schedule(cfg: Config, work_dir, iters: int = 2) -> None:
     cfg.randomness = dict(seed=0)
     cfg.train_dataloader.num_workers = 0
     cfg.train_dataloader.persistent_workers = False
-    cfg.train_dataloader.batch_size = 1
+    cfg.train_dataloader.batch_size = batch_size
     cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
 
 
@@ -68,7 +69,9 @@ def test_mmdet_config_with_visionkd_distiller(tmp_path, no_scope_leak):
     cfg.train_dataloader.dataset.data_root = bccd
     cfg.train_dataloader.dataset.indices = 4
     # 320x240 instead of COCO's 1333x800 keeps the CPU test fast
-    cfg.train_dataloader.dataset.pipeline[2].scale = (320, 240)
+    resize = cfg.train_dataloader.dataset.pipeline[2]
+    assert resize.type == 'Resize'
+    resize.scale = (320, 240)
     cfg.model.teacher_ckpt = None  # no trained teacher in tests
     _short_schedule(cfg, tmp_path)
     losses = _train(cfg)
@@ -84,7 +87,8 @@ def test_mmseg_config_with_visionkd_loss_alone(tmp_path, no_scope_leak):
     camvid = osp.join(SHARED_DATA, 'camvid') + '/'
     cfg.train_dataloader.dataset.data_root = camvid
     cfg.train_dataloader.dataset.indices = 4
-    _short_schedule(cfg, tmp_path)
+    # PSPNet's 1x1 pyramid pooling + BN needs more than one image
+    _short_schedule(cfg, tmp_path, batch_size=2)
     losses = _train(cfg)
     assert {'decode.loss_ce', 'aux.loss_ce', 'loss_selfkd'} <= set(losses)
     assert losses['loss_selfkd'] > 0

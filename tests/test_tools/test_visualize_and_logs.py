@@ -77,6 +77,25 @@ def test_plot_curves_draws_losses_and_metrics(fgd_fgfi_run, tmp_path):
     _assert_picture(str(only))
 
 
+def test_plot_curves_reads_train_and_val_lines(tmp_path):
+    lines = []
+    for it in range(1, 5):
+        lines.append(dict(lr=0.01, loss=3.0 / it, loss_cls=1.0 / it,
+                          loss_kd_a=2.0 / it, loss_kd_b_l0=0.5, iter=it,
+                          step=it, time=0.1))
+        if it % 2 == 0:
+            lines.append({'mIoU': 10.0 * it, 'step': it, 'time': 0.2})
+    log = tmp_path / 'scalars.json'
+    log.write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    train, val = read_scalars([str(log)])
+    assert train['loss_kd_a'] == ([1, 2, 3, 4], [2.0, 1.0, 2 / 3, 0.5])
+    assert val == {'mIoU': ([2, 4], [20.0, 40.0])}
+    assert 'time' not in train and 'lr' not in train
+    out = tmp_path / 'c.png'
+    plot_main([str(log), '--out', str(out)])
+    _assert_picture(str(out))
+
+
 def test_plot_curves_rejects_a_log_without_curves(tmp_path):
     log = tmp_path / 'scalars.json'
     log.write_text(json.dumps({'lr': 0.1, 'iter': 1, 'step': 1}) + '\n')

@@ -120,3 +120,29 @@ def test_wheel_from_sdist_ships_configs(tmp_path):
     assert path == str(site / 'visionkd' / '.mim' / 'configs' / 'kd' /
                        'faster_rcnn_r101_to_r18.py')
     assert temp == '0.8'
+
+
+PLAIN_TOOL = """import sys
+from mmengine.config import Config
+cfg = Config.fromfile(sys.argv[1])
+print('temp', cfg.model.distill_terms.fpn.loss.temp)
+"""
+
+
+def test_plain_tool_needs_visionkd_imported_first(tmp_path):
+    """docs/plugin.md: mmdet's own tools/train.py parses `_base_` before
+    `custom_imports`; the documented runpy line imports visionkd first."""
+    (tmp_path / 'train.py').write_text(PLAIN_TOOL)  # stands for mmdet's
+    (tmp_path / 'child.py').write_text(CHILD)
+    run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, 'train.py', 'child.py'], **run)
+    assert proc.returncode != 0
+    assert 'does not support to load visionkd config' in proc.stderr
+    with open(osp.join(REPO, 'docs', 'plugin.md')) as f:
+        doc = f.read()
+    line = doc.split('python -c "', 1)[1].split('"', 1)[0]
+    line = line.replace('\\\n', '')
+    proc = subprocess.run(
+        [sys.executable, '-c', line, 'train.py', 'child.py'], **run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'temp 0.8' in proc.stdout

@@ -7,7 +7,8 @@ three panels:
 
 * distillation losses: every ``loss_kd_*`` key, plus their sum;
 * task losses: the other ``loss*`` keys (``loss`` is the total);
-* metrics: the validation scalars (``coco/bbox_mAP``, ``mIoU``, ...).
+* metrics: the validation scalars (``coco/bbox_mAP``, ``mIoU``, ...) over
+  the evaluation steps, or as bars when there was a single evaluation.
 
 ::
 
@@ -81,6 +82,18 @@ def read_scalars(paths: List[str]) -> Tuple[Series, Series]:
     return dict(train), dict(val)
 
 
+def _bars(ax, val: Series) -> None:
+    keys = sorted(val)
+    values = [val[k][1][0] for k in keys]
+    ax.barh(keys, values, color='tab:blue')
+    for i, v in enumerate(values):
+        ax.text(v, i, f' {v:.4g}', va='center', fontsize=7)
+    step = val[keys[0]][0][0]
+    ax.set_title(f'validation metrics (one evaluation, step {step})')
+    ax.tick_params(axis='y', labelsize=7)
+    ax.grid(alpha=0.3, axis='x')
+
+
 def plot_curves(paths: List[str], out: str,
                 keys: Optional[List[str]] = None) -> str:
     """Write the three-panel PNG to ``out``; return ``out``.
@@ -110,6 +123,9 @@ def plot_curves(paths: List[str], out: str,
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4),
                              squeeze=False)
     for ax, (title, series, xlabel) in zip(axes[0], panels):
+        if series is val and max(len(xs) for xs, _ in val.values()) == 1:
+            _bars(ax, val)  # a single evaluation: no curve to draw
+            continue
         for key, (xs, ys) in sorted(series.items()):
             style = dict(marker='o') if len(xs) < 20 else {}
             ax.plot(xs, ys, label=key, linewidth=1.2, **style)
