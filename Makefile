@@ -16,4 +16,5 @@ test: setup
 	$(PY) -m pytest tests -q
 
 lint: setup
-	$(PY) -m ruff check visionkd tools tests configs
+	$(PY) -m ruff check visionkd tools tests configs projects
+	$(PY) tools/lint_dockerfile.py docker/Dockerfile

@@ -1,9 +1,31 @@
 """Installation of visionkd."""
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = osp.dirname(osp.abspath(__file__))
+
+
+class BuildPyWithConfigs(build_py):
+    """Also install ``configs/`` as ``visionkd/.mim/configs`` (like mmdet).
+
+    ``_base_ = ['visionkd::kd/x.py']`` then resolves in a wheel / a
+    non-editable install; an editable install or a checkout on PYTHONPATH
+    reads ``configs/`` beside the package (visionkd.utils.config_scope).
+    """
+
+    def run(self) -> None:
+        super().run()
+        src = osp.join(HERE, 'configs')
+        if self.dry_run or not osp.isdir(src):
+            return
+        dst = osp.join(self.build_lib, 'visionkd', '.mim', 'configs')
+        if osp.isdir(dst):
+            shutil.rmtree(dst)
+        shutil.copytree(
+            src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 def read_requirements(name: str) -> list:
@@ -34,7 +56,10 @@ setup(
     license='Apache-2.0',
     keywords='knowledge distillation, object detection, semantic '
     'segmentation, mmdetection, mmsegmentation',
-    packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
+    packages=find_packages(
+        exclude=('tests', 'tests.*', 'configs', 'configs.*', 'tools',
+                 'tools.*', 'projects', 'projects.*')),
+    cmdclass={'build_py': BuildPyWithConfigs},
     include_package_data=True,
     python_requires='>=3.9',
     install_requires=read_requirements('runtime'),

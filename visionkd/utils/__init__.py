@@ -1,9 +1,11 @@
-"""Utilities: checkpoint loading and model-spec resolution."""
+"""Utilities: checkpoint loading, model-spec resolution, config scope."""
 from .checkpoint import load_http_checkpoint, load_local_checkpoint
+from .config_scope import config_root, register_config_scope, resolve_config
 from .model_spec import config_path, merge_cfg, resolve_model_cfg
 
 __all__ = [
-    'config_path', 'load_http_checkpoint', 'load_local_checkpoint',
+    'config_path', 'config_root', 'register_config_scope', 'resolve_config',
+    'load_http_checkpoint', 'load_local_checkpoint',
     'merge_cfg',
     'resolve_model_cfg'
 ]

@@ -5,6 +5,8 @@ from typing import Union
 
 from mmengine.config import Config, ConfigDict
 
+from .config_scope import SCOPE, resolve_config
+
 __all__ = ['resolve_model_cfg', 'merge_cfg', 'config_path']
 
 
@@ -12,11 +14,15 @@ def config_path(ref: str) -> str:
     """File path of a config reference.
 
     ``'mmdet::faster_rcnn/x.py'`` becomes the file inside the installed
-    package's ``.mim/configs``; anything else is returned unchanged.
+    package's ``.mim/configs`` (``visionkd::`` refs: see
+    :func:`~visionkd.utils.config_scope.resolve_config`); anything else is
+    returned unchanged.
     """
     if '::' not in ref:
         return ref
     package, rel = ref.split('::', 1)
+    if package == SCOPE:
+        return resolve_config(ref)
     from mmengine.utils import get_installed_path, is_installed
     if not is_installed(package):
         raise FileNotFoundError(f'config {ref!r}: package {package!r} is '
@@ -71,7 +77,7 @@ def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
     scope = default_scope
     ref = spec.pop('config', None)
     if ref is not None:
-        if '::' in ref:
+        if '::' in ref and ref.split('::', 1)[0] != SCOPE:
             scope = ref.split('::', 1)[0]
         try:
             ref_cfg = Config.fromfile(config_path(ref))
