@@ -28,8 +28,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from visionkd.experiments import (METHODS, PRESETS,  # noqa: E402
-                                  ExperimentOptions, run_experiments)
+from visionkd.experiments import (  # noqa: E402
+    METHODS,
+    PRESETS,
+    ExperimentOptions,
+    run_experiments,
+)
 from visionkd.experiments.dataset_configs import DataSpec  # noqa: E402
 from visionkd.experiments.experiment import ExperimentFailed  # noqa: E402
 

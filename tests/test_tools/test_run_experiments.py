@@ -6,12 +6,16 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
-from visionkd.experiments import (ExperimentOptions, MethodSpec,
-                                  get_preset, methods_for, run_experiments)
+from visionkd.experiments import (
+    ExperimentOptions,
+    MethodSpec,
+    get_preset,
+    methods_for,
+    run_experiments,
+)
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.experiment import ExperimentFailed
-from visionkd.experiments.results_report import (build_results,
-                                                 write_markdown)
+from visionkd.experiments.results_report import build_results, write_markdown
 from visionkd.experiments.run_configs import run_config
 from visionkd.experiments.run_plan import plan_runs
 

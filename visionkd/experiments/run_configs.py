@@ -1,5 +1,6 @@
 """Full mmengine configs of the runner's runs (teacher, students)."""
 import copy
+import functools
 import os
 import os.path as osp
 from typing import Optional, Sequence, Tuple
@@ -10,7 +11,7 @@ from visionkd.utils.model_spec import config_path, resolve_model_cfg
 
 from .dataset_configs import DataSpec, dataset_cfg
 from .methods import MethodSpec, ModelInfo
-from .presets import Preset
+from .presets import Preset, get_preset
 
 __all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'run_config',
            'write_config']
@@ -28,6 +29,19 @@ _VIS_HOOK = {'det': 'DetVisualizationHook', 'seg': 'SegVisualizationHook'}
 def model_cfgs(preset: Preset, arch: str,
                num_classes: int) -> Tuple[dict, dict]:
     """Resolved (teacher, student) model dicts of a model family."""
+    return copy.deepcopy(_model_cfgs(preset.task, preset.name, arch,
+                                     num_classes))
+
+
+@functools.lru_cache(maxsize=None)
+def _runtime(task: str) -> dict:
+    return Config.fromfile(config_path(_RUNTIME[task])).to_dict()
+
+
+@functools.lru_cache(maxsize=None)
+def _model_cfgs(task: str, name: str, arch: str,
+                num_classes: int) -> Tuple[dict, dict]:
+    preset = get_preset(task, name)
     if arch not in preset.archs:
         raise ValueError(f'preset {preset.name!r} ({preset.task}) has no '
                          f'model family {arch!r}; it has '
@@ -115,7 +129,7 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
         cfg_options: Extra ``key.sub=value`` overrides for every run.
     """
     teacher, student = model_cfgs(preset, arch, len(classes))
-    runtime = Config.fromfile(config_path(_RUNTIME[preset.task])).to_dict()
+    runtime = copy.deepcopy(_runtime(preset.task))
     sched = preset.schedule
     iters = sched.teacher_iters if role == 'teacher' else sched.student_iters
     cfg = Config(runtime)
