@@ -70,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--preset', default='cpu-small',
                         choices=sorted(PRESETS['det']))
+    parser.add_argument('--teacher-iters', type=int,
+                        help="override the preset's teacher iterations")
+    parser.add_argument('--student-iters', type=int,
+                        help="override the preset's student iterations")
     parser.add_argument('--teacher-ckpt',
                         help='a trained teacher of the preset; skips '
                         'teacher training')
@@ -93,7 +97,8 @@ def main(argv=None) -> int:
     opts = ExperimentOptions(
         task=args.task, data=data, work_dir=args.work_dir,
         preset=args.preset, methods=args.methods, seeds=args.seeds,
-        teacher_ckpt=args.teacher_ckpt,
+        teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
+        student_iters=args.student_iters,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command='python tools/run_experiments.py ' +
         ' '.join(shlex.quote(a) for a in argv))

@@ -1,4 +1,5 @@
 """Orchestration: plan, run (resumably) and report an experiment."""
+import dataclasses
 import json
 import os
 import os.path as osp
@@ -33,6 +34,8 @@ class ExperimentOptions:
         teacher_ckpt: A trained teacher of the preset's default family;
             skips teacher training.
         cfg_options: Overrides merged into every run's config.
+        teacher_iters: Overrides the preset's teacher iterations.
+        student_iters: Overrides the preset's student iterations.
         command: The command line, quoted in ``results.md``.
     """
 
@@ -44,6 +47,8 @@ class ExperimentOptions:
     seeds: Sequence[int] = (0, )
     teacher_ckpt: Optional[str] = None
     cfg_options: Optional[dict] = None
+    teacher_iters: Optional[int] = None
+    student_iters: Optional[int] = None
     command: Optional[str] = None
     title: Optional[str] = field(default=None)
 
@@ -111,6 +116,12 @@ def run_experiments(opts: ExperimentOptions,
             and writing the reports of what finished).
     """
     preset = get_preset(opts.task, opts.preset)
+    overrides = {k: v for k, v in (('teacher_iters', opts.teacher_iters),
+                                   ('student_iters', opts.student_iters))
+                 if v is not None}
+    if overrides:
+        preset = dataclasses.replace(preset, schedule=dataclasses.replace(
+            preset.schedule, **overrides))
     methods = methods_for(opts.task, opts.methods)
     seeds = list(opts.seeds)
     classes = opts.data.class_names(opts.task)

@@ -11,7 +11,7 @@ from visionkd.utils.model_spec import config_path, resolve_model_cfg
 
 from .dataset_configs import DataSpec, dataset_cfg
 from .methods import MethodSpec, ModelInfo
-from .presets import Preset, get_preset
+from .presets import Preset
 
 __all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'run_config',
            'write_config']
@@ -24,13 +24,17 @@ METRIC_KEYS = {
 _RUNTIME = {'det': 'mmdet::_base_/default_runtime.py',
             'seg': 'mmseg::_base_/default_runtime.py'}
 _VIS_HOOK = {'det': 'DetVisualizationHook', 'seg': 'SegVisualizationHook'}
+#: (task, preset name, arch, num_classes) -> resolved (teacher, student).
+_MODEL_CACHE: dict = {}
 
 
 def model_cfgs(preset: Preset, arch: str,
                num_classes: int) -> Tuple[dict, dict]:
     """Resolved (teacher, student) model dicts of a model family."""
-    return copy.deepcopy(_model_cfgs(preset.task, preset.name, arch,
-                                     num_classes))
+    key = (preset.task, preset.name, arch, num_classes)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = _model_cfgs(preset, arch, num_classes)
+    return copy.deepcopy(_MODEL_CACHE[key])
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,10 +42,8 @@ def _runtime(task: str) -> dict:
     return Config.fromfile(config_path(_RUNTIME[task])).to_dict()
 
 
-@functools.lru_cache(maxsize=None)
-def _model_cfgs(task: str, name: str, arch: str,
+def _model_cfgs(preset: Preset, arch: str,
                 num_classes: int) -> Tuple[dict, dict]:
-    preset = get_preset(task, name)
     if arch not in preset.archs:
         raise ValueError(f'preset {preset.name!r} ({preset.task}) has no '
                          f'model family {arch!r}; it has '
