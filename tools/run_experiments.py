@@ -20,6 +20,7 @@ Segmentation (Cityscapes layout: leftImg8bit/<split>, gtFine/<split>)::
         --seeds 0 1 --preset cpu-small --work-dir out/camvid
 """
 import argparse
+import os
 import os.path as osp
 import shlex
 import sys
@@ -36,6 +37,9 @@ from visionkd.experiments import (  # noqa: E402
 )
 from visionkd.experiments.dataset_configs import DataSpec  # noqa: E402
 from visionkd.experiments.experiment import ExperimentFailed  # noqa: E402
+
+#: Environment variables quoted with the command in results.md.
+_ENV_SHOWN = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,7 +104,9 @@ def main(argv=None) -> int:
         teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
         student_iters=args.student_iters,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
-        command='python tools/run_experiments.py ' +
+        command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
+                        if k in os.environ) +
+        'python tools/run_experiments.py ' +
         ' '.join(shlex.quote(a) for a in argv))
     try:
         run_experiments(opts)
