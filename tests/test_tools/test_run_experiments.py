@@ -1,0 +1,184 @@
+"""tools/run_experiments.py: plan, method table, reports, resume, crash."""
+import json
+import os.path as osp
+
+import pytest
+from mmengine.registry import DefaultScope
+
+from tests.conftest import SHARED_DATA
+from visionkd.experiments import (
+    ExperimentOptions,
+    MethodSpec,
+    get_preset,
+    methods_for,
+    run_experiments,
+)
+from visionkd.experiments.dataset_configs import DataSpec
+from visionkd.experiments.experiment import ExperimentFailed
+from visionkd.experiments.results_report import build_results, write_markdown
+from visionkd.experiments.run_configs import run_config
+from visionkd.experiments.run_plan import plan_runs
+
+BCCD = osp.join(SHARED_DATA, 'bccd')
+CAMVID = osp.join(SHARED_DATA, 'camvid')
+needs_data = pytest.mark.skipif(not osp.isdir(SHARED_DATA),
+                                reason='../shared/data is not present')
+
+
+def test_plan_orders_and_names_runs():
+    methods = methods_for('det', ['pkd', 'fgd'])
+    gfl = MethodSpec('ld', 'det', lambda info: {}, 'test', arch='gfl')
+    runs = plan_runs(methods + [gfl], [0, 1], 'faster_rcnn', 4, 2)
+    names = [r.name for r in runs]
+    assert names == [
+        'teacher', 'teacher_gfl',
+        'baseline_seed0', 'baseline_gfl_seed0', 'pkd_seed0', 'fgd_seed0',
+        'ld_seed0',
+        'baseline_seed1', 'baseline_gfl_seed1', 'pkd_seed1', 'fgd_seed1',
+        'ld_seed1']
+    assert runs[0].iters == 4 and runs[2].iters == 2
+    assert runs[6].arch == 'gfl' and runs[6].config_name == 'ld'
+    given = plan_runs(methods, [0], 'faster_rcnn', 4, 2,
+                      train_teacher=False)
+    assert given[0].iters == 0 and given[0].seed is None
+
+
+def test_unknown_method_and_preset_fail_clearly():
+    with pytest.raises(ValueError, match='available'):
+        methods_for('seg', ['fgd'])
+    with pytest.raises(ValueError, match='unknown preset'):
+        get_preset('det', 'huge')
+
+
+def test_results_table_math(tmp_path):
+    methods = methods_for('det', ['pkd', 'fgd'])
+    results = {
+        'teacher': dict(metric=50.0),
+        'baseline_seed0': dict(metric=40.0),
+        'baseline_seed1': dict(metric=42.0),
+        'pkd_seed0': dict(metric=45.0), 'pkd_seed1': dict(metric=46.0),
+        'fgd_seed0': dict(metric=41.0)}  # fgd seed 1 not finished
+    doc = build_results('det', 'bbox_mAP', [0, 1], results, methods,
+                        'faster_rcnn', {'pkd': 'p.py'}, dict(preset='x'))
+    assert doc['teacher'] == {'metric': 50.0}
+    assert doc['baseline'] == {'metric': [40.0, 42.0]}
+    assert doc['methods']['pkd'] == {'metric': [45.0, 46.0],
+                                     'config': 'p.py'}
+    assert doc['methods']['fgd']['metric'] == [41.0, None]
+    path = str(tmp_path / 'r.md')
+    write_markdown(doc, path, 'T', command='cmd')
+    text = open(path).read()
+    # baseline 41.0 ± 1.4; pkd 45.5: gain +4.5 = 50 % of the 9-point gap
+    assert '| baseline student | 41.0 ± 1.4 | 40.0 / 42.0 |' in text
+    assert '| pkd | 45.5 ± 0.7 | 45.0 / 46.0 | +4.5 | 50 % | yes |' in text
+    assert '| fgd | 41.0 | 41.0 / – | +0.0 | 0 % | – |' in text
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_every_method_builds_on_the_preset_models(task):
+    """Each method's terms build a distiller with the preset's models."""
+    from visionkd.registry import MODELS
+    if task == 'det':
+        data = DataSpec(BCCD, 'annotations/train.json',
+                        'annotations/val.json', classes=('a', 'b', 'c'))
+    else:
+        data = DataSpec(CAMVID, 'train', 'val')
+    preset = get_preset(task, 'tiny')
+    classes = data.class_names(task)
+    for method in methods_for(task):
+        cfg = run_config(preset, data, classes, 'distill',
+                         preset.default_arch, method)
+        scope = 'mmdet' if task == 'det' else 'mmseg'
+        with DefaultScope.overwrite_default_scope(scope):
+            model = MODELS.build(cfg['model'])
+        assert set(model.distill_terms) == set(
+            cfg['model']['distill_terms']), method.name
+        del model
+
+
+def _det_opts(work_dir, **kwargs):
+    data = DataSpec(BCCD, 'annotations/train.json', 'annotations/val.json')
+    return ExperimentOptions(task='det', data=data, work_dir=str(work_dir),
+                             preset='tiny', methods=[], seeds=[0],
+                             command='test', **kwargs)
+
+
+@needs_data
+def test_det_crashed_run_resumes_and_finished_runs_are_skipped(tmp_path):
+    # Teacher + baseline only (the seg test below runs a method): the
+    # teacher is killed after its iteration-1 checkpoint.
+    marker = str(tmp_path / 'crashed')
+    crash = dict(
+        custom_imports=dict(imports=['tests.test_tools.crash_once_hook'],
+                            allow_failed_imports=False),
+        custom_hooks=[dict(type='CrashOnceHook', marker=marker, at_iter=1,
+                           name_contains='teacher')])
+    work = tmp_path / 'exp'
+    lines = []
+    with pytest.raises(ExperimentFailed, match='teacher'):
+        run_experiments(_det_opts(work, cfg_options=crash), lines.append)
+    assert osp.exists(marker)
+    run_dir = work / 'runs' / 'teacher'
+    assert (run_dir / 'iter_1.pth').exists()
+    assert not (run_dir / 'result.json').exists()
+    partial = json.loads((work / 'results.json').read_text())
+    assert partial['teacher']['metric'] is None
+    assert partial['baseline']['metric'][0] is not None
+
+    log = work / 'runs' / 'baseline_seed0' / 'run.log'
+    mtime = log.stat().st_mtime
+    lines = []
+    doc = run_experiments(_det_opts(work, cfg_options=crash), lines.append)
+    out = '\n'.join(lines)
+    assert 'teacher: resuming from' in out
+    assert '[2/2] baseline_seed0: already done' in out
+    assert log.stat().st_mtime == mtime  # no process started for it
+    result = json.loads((run_dir / 'result.json').read_text())
+    assert result['resumed_from'] == 1 and result['iters'] == 2
+    assert '--resume' in (run_dir / 'run.log').read_text()
+
+    # the issue's schema, every value 0-100
+    assert set(doc) == {'task', 'metric', 'teacher', 'baseline', 'methods',
+                        'schedule'}
+    assert doc['task'] == 'det' and doc['metric'] == 'bbox_mAP'
+    assert set(doc['teacher']) == {'metric'}
+    assert doc['methods'] == {}
+    assert doc['schedule']['classes'] == ['RBC', 'WBC', 'Platelets']
+    values = [doc['teacher']['metric'], *doc['baseline']['metric']]
+    assert all(0.0 <= v <= 100.0 for v in values)
+    assert doc == json.loads((work / 'results.json').read_text())
+    assert (work / 'results.png').stat().st_size > 10000
+    assert '| baseline student |' in (work / 'results.md').read_text()
+    runs = json.loads((work / 'runs.json').read_text())['runs']
+    assert [r['status'] for r in runs] == ['done'] * 2
+    assert all(osp.isfile(r['checkpoint']) and osp.isfile(r['log'])
+               and osp.isfile(r['config']) for r in runs)
+
+    lines = []  # a third call trains nothing and gives the same results
+    assert run_experiments(_det_opts(work), lines.append) == doc
+    assert sum('already done' in line for line in lines) == 2
+
+
+@needs_data
+def test_seg_command_line(tmp_path, capsys):
+    from tools.run_experiments import main
+    work = tmp_path / 'seg'
+    rc = main(['--task', 'seg', '--data-root', CAMVID, '--methods', 'cwd',
+               '--seeds', '0', '--preset', 'tiny', '--work-dir', str(work)])
+    assert rc == 0
+    doc = json.loads((work / 'results.json').read_text())
+    assert doc['task'] == 'seg' and doc['metric'] == 'mIoU'
+    assert set(doc['methods']['cwd']) == {'metric', 'config'}
+    assert osp.isfile(doc['methods']['cwd']['config'])
+    values = [doc['teacher']['metric'], *doc['baseline']['metric'],
+              *doc['methods']['cwd']['metric']]
+    assert len(values) == 3 and all(0.0 <= v <= 100.0 for v in values)
+    assert doc['schedule']['classes'][0] == 'road'
+    assert (work / 'results.png').exists()
+    text = (work / 'results.md').read_text()
+    assert 'python tools/run_experiments.py --task seg' in text
+    out = capsys.readouterr().out
+    assert '[3/3] cwd_seed0: done' in out and 'ETA' in out
+    assert 'loss_kd_logits' in (work / 'runs' / 'cwd_seed0' /
+                                'run.log').read_text()
+    assert '| cwd |' in text

@@ -1,0 +1,120 @@
+"""Which distillation helps on my data? Teacher, baseline, methods, seeds.
+
+Trains the teacher once (or takes ``--teacher-ckpt``), the baseline
+student per seed and every method per seed at the same schedule, evaluates
+all on the val split and writes ``results.json``, ``results.md``,
+``results.png`` and ``runs.json`` (every run's config, log and checkpoint)
+to ``--work-dir``. Running the same command again resumes: finished runs
+are read back, an interrupted one continues from its last checkpoint.
+
+Detection (COCO json)::
+
+    python tools/run_experiments.py --task det --data-root data/bccd \\
+        --train-ann annotations/train.json --val-ann annotations/val.json \\
+        --methods pkd fgd --seeds 0 1 --preset cpu-small --work-dir out/bccd
+
+Segmentation (Cityscapes layout: leftImg8bit/<split>, gtFine/<split>)::
+
+    python tools/run_experiments.py --task seg --data-root data/camvid \\
+        --train-split train --val-split val --methods cwd dist \\
+        --seeds 0 1 --preset cpu-small --work-dir out/camvid
+"""
+import argparse
+import os
+import os.path as osp
+import shlex
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from visionkd.experiments import (  # noqa: E402
+    METHODS,
+    PRESETS,
+    ExperimentOptions,
+    run_experiments,
+)
+from visionkd.experiments.dataset_configs import DataSpec  # noqa: E402
+from visionkd.experiments.experiment import ExperimentFailed  # noqa: E402
+
+#: Environment variables quoted with the command in results.md.
+_ENV_SHOWN = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    methods = ', '.join(f'{t}: {" ".join(sorted(m))}'
+                        for t, m in METHODS.items())
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f'methods -- {methods}; presets: '
+        f'{" ".join(sorted(PRESETS["det"]))}')
+    parser.add_argument('--task', choices=sorted(PRESETS), required=True)
+    parser.add_argument('--data-root', required=True)
+    parser.add_argument('--train-ann', default='annotations/train.json',
+                        help='det: train COCO json, relative to the root')
+    parser.add_argument('--val-ann', default='annotations/val.json',
+                        help='det: val COCO json, relative to the root')
+    parser.add_argument('--train-img-dir', default='images/',
+                        help='det: image folder of the train json')
+    parser.add_argument('--val-img-dir', default='images/',
+                        help='det: image folder of the val json')
+    parser.add_argument('--train-split', default='train',
+                        help='seg: leftImg8bit/<split>, gtFine/<split>')
+    parser.add_argument('--val-split', default='val')
+    parser.add_argument('--classes', nargs='+',
+                        help='class names (det default: the train json '
+                        'categories; seg default: the 19 Cityscapes '
+                        'classes)')
+    parser.add_argument('--vertical-flip', action='store_true',
+                        help='det: also flip vertically in training')
+    parser.add_argument('--methods', nargs='+',
+                        help='methods to compare (default: all of the task)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
+    parser.add_argument('--preset', default='cpu-small',
+                        choices=sorted(PRESETS['det']))
+    parser.add_argument('--teacher-iters', type=int,
+                        help="override the preset's teacher iterations")
+    parser.add_argument('--student-iters', type=int,
+                        help="override the preset's student iterations")
+    parser.add_argument('--teacher-ckpt',
+                        help='a trained teacher of the preset; skips '
+                        'teacher training')
+    parser.add_argument('--work-dir', required=True)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='overrides merged into every run config')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    seg = args.task == 'seg'
+    data = DataSpec(
+        root=args.data_root,
+        train=args.train_split if seg else args.train_ann,
+        val=args.val_split if seg else args.val_ann,
+        classes=tuple(args.classes) if args.classes else None,
+        train_img_dir=args.train_img_dir, val_img_dir=args.val_img_dir,
+        vertical_flip=args.vertical_flip)
+    argv = sys.argv[1:] if argv is None else argv
+    opts = ExperimentOptions(
+        task=args.task, data=data, work_dir=args.work_dir,
+        preset=args.preset, methods=args.methods, seeds=args.seeds,
+        teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
+        student_iters=args.student_iters,
+        cfg_options=dict(args.cfg_options) if args.cfg_options else None,
+        command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
+                        if k in os.environ) +
+        'python tools/run_experiments.py ' +
+        ' '.join(shlex.quote(a) for a in argv))
+    try:
+        run_experiments(opts)
+    except ExperimentFailed as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Model sizes, input scale and schedule of the experiment presets.
+
+Three presets per task:
+
+* ``tiny``: 2 iterations on a handful of images at a quarter of the
+  ``cpu-small`` input area, with half-width models, for tests;
+* ``cpu-small``: feasible on 2 CPU cores. Detection is the README demo
+  (``configs/demo``): teacher Faster R-CNN ResNet-18-FPN at half width,
+  400 iterations; student at quarter width, 300 iterations; 320x240
+  inputs, batch 4. Segmentation is PSPNet ResNet-18-D8 at half (teacher,
+  800 iterations) and quarter (student, 600 iterations) width on 240x320
+  crops of 480x360 frames, batch 4;
+* ``gpu``: real sizes (Faster R-CNN R101 -> R18, PSPNet R101 -> R18, with
+  ImageNet-pretrained backbones) at the usual input scales.
+
+A preset holds one or more model *families* (``archs``): a method may ask
+for a family other than the preset's default (e.g. LD needs a GFL
+student), and the runner then trains that family's teacher and baseline
+too.
+"""
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+__all__ = ['Schedule', 'ModelPair', 'Preset', 'PRESETS', 'get_preset',
+           'REPO_ROOT']
+
+#: Root of the visionkd checkout (holds ``configs/`` and ``tools/``).
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+_DEMO = osp.join(REPO_ROOT, 'configs', 'demo')
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Iterations and optimisation of the runs of a preset.
+
+    Attributes:
+        teacher_iters: Training iterations of the teacher.
+        student_iters: Training iterations of every student (baseline and
+            distilled, the same for all).
+        batch_size: Training images per iteration.
+        lr: Base learning rate (SGD, momentum 0.9).
+        weight_decay: SGD weight decay.
+        warmup_iters: Linear warm-up iterations.
+        policy: ``'cosine'`` or ``'poly'`` after the warm-up; ``'constant'``
+            without warm-up.
+        clip_grad: Max gradient norm, or None.
+        checkpoint_interval: Checkpoint every this many iterations (the
+            resume granularity of an interrupted run).
+        log_interval: Log every this many iterations.
+        train_subset: Use only the first N training images (None: all).
+        val_subset: Use only the first N val images (None: all).
+    """
+
+    teacher_iters: int
+    student_iters: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_iters: int
+    policy: str
+    clip_grad: Optional[float]
+    checkpoint_interval: int
+    log_interval: int
+    train_subset: Optional[int] = None
+    val_subset: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """Teacher and student specs of one model family.
+
+    Both are ``visionkd.utils.resolve_model_cfg`` specs (``config=`` a file
+    or ``mmdet::``/``mmseg::`` reference, plus overrides) and get the
+    number of classes filled in by the runner.
+    """
+
+    teacher: dict
+    student: dict
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One preset of one task.
+
+    Attributes:
+        name: ``'tiny'``, ``'cpu-small'`` or ``'gpu'``.
+        task: ``'det'`` or ``'seg'``.
+        archs: Model family name -> builder ``num_classes -> ModelPair``.
+        default_arch: Family of the main teacher/baseline.
+        schedule: Iterations and optimisation.
+        scale: Detection: (w, h) resize scale (keep ratio). Segmentation:
+            (w, h) base scale of the random resize and of the test resize.
+        crop: Segmentation training crop (h, w); None for detection.
+        ratio_range: Segmentation random-resize ratio range.
+    """
+
+    name: str
+    task: str
+    archs: Dict[str, Callable[[int], ModelPair]]
+    default_arch: str
+    schedule: Schedule
+    scale: Tuple[int, int]
+    crop: Optional[Tuple[int, int]] = None
+    ratio_range: Tuple[float, float] = (0.5, 1.0)
+    notes: str = field(default='', compare=False)
+
+    def input_hw(self) -> Tuple[int, int]:
+        """Nominal (h, w) of a training input (for loss-weight scaling)."""
+        if self.crop is not None:
+            return self.crop
+        return self.scale[1], self.scale[0]
+
+
+# ---------------------------------------------------------------- detection
+def _faster_rcnn_demo(num_classes: int) -> ModelPair:
+    """Teacher/student of the README demo (``configs/demo``)."""
+    head = dict(roi_head=dict(bbox_head=dict(num_classes=num_classes)))
+    return ModelPair(
+        teacher=dict(config=osp.join(_DEMO,
+                                     'faster_rcnn_r18x2_bccd_teacher.py'),
+                     **head),
+        student=dict(config=osp.join(_DEMO,
+                                     'faster_rcnn_r18_bccd_student.py'),
+                     **head))
+
+
+def _faster_rcnn_narrow(width: int, fpn: int, num_classes: int) -> dict:
+    """The demo student's Faster R-CNN at another width (from scratch)."""
+    return dict(
+        config=osp.join(_DEMO, 'faster_rcnn_r18_bccd_student.py'),
+        backbone=dict(base_channels=width),
+        neck=dict(in_channels=[width * 2**i for i in range(4)],
+                  out_channels=fpn),
+        rpn_head=dict(in_channels=fpn, feat_channels=fpn),
+        roi_head=dict(
+            bbox_roi_extractor=dict(out_channels=fpn),
+            bbox_head=dict(in_channels=fpn, fc_out_channels=2 * fpn,
+                           num_classes=num_classes)))
+
+
+def _faster_rcnn_tiny(num_classes: int) -> ModelPair:
+    """Test-sized pair: R18 base width 16 (FPN 32) -> 8 (FPN 16)."""
+    return ModelPair(teacher=_faster_rcnn_narrow(16, 32, num_classes),
+                     student=_faster_rcnn_narrow(8, 16, num_classes))
+
+
+def _faster_rcnn_real(num_classes: int) -> ModelPair:
+    """Faster R-CNN R101-FPN -> R18-FPN with ImageNet backbones."""
+    head = dict(roi_head=dict(bbox_head=dict(num_classes=num_classes)))
+    return ModelPair(
+        teacher=dict(
+            config='mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
+            **head),
+        student=dict(
+            config='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+            backbone=dict(depth=18, init_cfg=dict(
+                type='Pretrained', checkpoint='torchvision://resnet18')),
+            neck=dict(in_channels=[64, 128, 256, 512]),
+            **head))
+
+
+# ------------------------------------------------------------- segmentation
+_BN = dict(type='BN', requires_grad=True)
+
+
+def _pspnet_r18(width: int, channels: int, crop: Tuple[int, int],
+                num_classes: int) -> dict:
+    """PSPNet ResNet-18-D8 from scratch, ``width`` = stem/base channels."""
+    return dict(
+        config='mmseg::_base_/models/pspnet_r50-d8.py',
+        pretrained=None,
+        data_preprocessor=dict(size=crop),
+        backbone=dict(depth=18, stem_channels=width, base_channels=width,
+                      norm_cfg=_BN),
+        decode_head=dict(in_channels=width * 8, channels=channels,
+                         norm_cfg=_BN, num_classes=num_classes),
+        auxiliary_head=dict(in_channels=width * 4, channels=channels // 2,
+                            norm_cfg=_BN, num_classes=num_classes))
+
+
+def _pspnet_narrow(teacher: Tuple[int, int], student: Tuple[int, int],
+                   crop: Tuple[int, int]) -> Callable[[int], ModelPair]:
+    """PSPNet R18-D8 pair, (width, decode channels) each."""
+    def build(num_classes: int) -> ModelPair:
+        return ModelPair(
+            teacher=_pspnet_r18(*teacher, crop, num_classes),
+            student=_pspnet_r18(*student, crop, num_classes))
+    return build
+
+
+def _pspnet_real(crop: Tuple[int, int]) -> Callable[[int], ModelPair]:
+    def build(num_classes: int) -> ModelPair:
+        heads = dict(
+            data_preprocessor=dict(size=crop),
+            backbone=dict(norm_cfg=_BN),
+            decode_head=dict(norm_cfg=_BN, num_classes=num_classes),
+            auxiliary_head=dict(norm_cfg=_BN, num_classes=num_classes))
+        return ModelPair(
+            teacher=dict(config='mmseg::pspnet/'
+                         'pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
+                         **heads),
+            student=dict(config='mmseg::pspnet/'
+                         'pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+                         **heads))
+    return build
+
+
+_SEG_TINY_CROP = (120, 160)
+_SEG_SMALL_CROP = (240, 320)
+_SEG_REAL_CROP = (512, 512)
+
+PRESETS: Dict[str, Dict[str, Preset]] = {
+    'det': {
+        'tiny': Preset(
+            'tiny', 'det', {'faster_rcnn': _faster_rcnn_tiny},
+            'faster_rcnn',
+            Schedule(teacher_iters=2, student_iters=2, batch_size=2,
+                     lr=0.02, weight_decay=1e-4, warmup_iters=0,
+                     policy='constant', clip_grad=10.0,
+                     checkpoint_interval=1, log_interval=1,
+                     train_subset=4, val_subset=2),
+            scale=(160, 120)),
+        'cpu-small': Preset(
+            'cpu-small', 'det', {'faster_rcnn': _faster_rcnn_demo},
+            'faster_rcnn',
+            Schedule(teacher_iters=400, student_iters=300, batch_size=4,
+                     lr=0.02, weight_decay=1e-4, warmup_iters=50,
+                     policy='cosine', clip_grad=10.0,
+                     checkpoint_interval=50, log_interval=20),
+            scale=(320, 240)),
+        'gpu': Preset(
+            'gpu', 'det', {'faster_rcnn': _faster_rcnn_real}, 'faster_rcnn',
+            Schedule(teacher_iters=6000, student_iters=6000, batch_size=8,
+                     lr=0.02, weight_decay=1e-4, warmup_iters=500,
+                     policy='cosine', clip_grad=35.0,
+                     checkpoint_interval=500, log_interval=50),
+            scale=(1333, 800)),
+    },
+    'seg': {
+        'tiny': Preset(
+            'tiny', 'seg',
+            {'pspnet': _pspnet_narrow((16, 32), (8, 16), _SEG_TINY_CROP)},
+            'pspnet',
+            Schedule(teacher_iters=2, student_iters=2, batch_size=2,
+                     lr=0.01, weight_decay=5e-4, warmup_iters=0,
+                     policy='constant', clip_grad=None,
+                     checkpoint_interval=1, log_interval=1,
+                     train_subset=4, val_subset=2),
+            scale=(240, 180), crop=_SEG_TINY_CROP),
+        'cpu-small': Preset(
+            'cpu-small', 'seg',
+            {'pspnet': _pspnet_narrow((32, 64), (16, 32), _SEG_SMALL_CROP)},
+            'pspnet',
+            Schedule(teacher_iters=800, student_iters=600, batch_size=4,
+                     lr=0.01, weight_decay=5e-4, warmup_iters=50,
+                     policy='poly', clip_grad=None,
+                     checkpoint_interval=100, log_interval=20),
+            scale=(480, 360), crop=_SEG_SMALL_CROP),
+        'gpu': Preset(
+            'gpu', 'seg', {'pspnet': _pspnet_real(_SEG_REAL_CROP)},
+            'pspnet',
+            Schedule(teacher_iters=20000, student_iters=20000,
+                     batch_size=8, lr=0.01, weight_decay=5e-4,
+                     warmup_iters=0, policy='poly', clip_grad=None,
+                     checkpoint_interval=2000, log_interval=50),
+            scale=(960, 720), crop=_SEG_REAL_CROP, ratio_range=(0.5, 2.0)),
+    },
+}
+
+
+def get_preset(task: str, name: str) -> Preset:
+    """The preset ``name`` of ``task`` with a clear error if unknown."""
+    if task not in PRESETS:
+        raise ValueError(f'unknown task {task!r}; choose from '
+                         f'{sorted(PRESETS)}')
+    if name not in PRESETS[task]:
+        raise ValueError(f'unknown preset {name!r} for {task}; choose from '
+                         f'{sorted(PRESETS[task])}')
+    return PRESETS[task][name]

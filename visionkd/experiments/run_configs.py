@@ -1,0 +1,168 @@
+"""Full mmengine configs of the runner's runs (teacher, students)."""
+import copy
+import functools
+import os
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from visionkd.utils.model_spec import config_path, resolve_model_cfg
+
+from .dataset_configs import DataSpec, dataset_cfg
+from .methods import MethodSpec, ModelInfo
+from .presets import Preset
+
+__all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'run_config',
+           'write_config']
+
+#: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
+METRIC_KEYS = {
+    'det': ('coco/bbox_mAP', 100.0, 'bbox_mAP'),
+    'seg': ('mIoU', 1.0, 'mIoU'),
+}
+_RUNTIME = {'det': 'mmdet::_base_/default_runtime.py',
+            'seg': 'mmseg::_base_/default_runtime.py'}
+_VIS_HOOK = {'det': 'DetVisualizationHook', 'seg': 'SegVisualizationHook'}
+#: (task, preset name, arch, num_classes) -> resolved (teacher, student).
+_MODEL_CACHE: dict = {}
+
+
+def model_cfgs(preset: Preset, arch: str,
+               num_classes: int) -> Tuple[dict, dict]:
+    """Resolved (teacher, student) model dicts of a model family."""
+    key = (preset.task, preset.name, arch, num_classes)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = _model_cfgs(preset, arch, num_classes)
+    return copy.deepcopy(_MODEL_CACHE[key])
+
+
+@functools.lru_cache(maxsize=None)
+def _runtime(task: str) -> dict:
+    return Config.fromfile(config_path(_RUNTIME[task])).to_dict()
+
+
+def _model_cfgs(preset: Preset, arch: str,
+                num_classes: int) -> Tuple[dict, dict]:
+    if arch not in preset.archs:
+        raise ValueError(f'preset {preset.name!r} ({preset.task}) has no '
+                         f'model family {arch!r}; it has '
+                         f'{sorted(preset.archs)}')
+    pair = preset.archs[arch](num_classes)
+    scope = 'mmdet' if preset.task == 'det' else 'mmseg'
+    teacher = resolve_model_cfg(pair.teacher, scope, 'teacher').to_dict()
+    student = resolve_model_cfg(pair.student, scope, 'student').to_dict()
+    return teacher, student
+
+
+def model_info(preset: Preset, teacher: dict, student: dict,
+               num_classes: int) -> ModelInfo:
+    """Channels of the distilled features and the input geometry."""
+    if preset.task == 'det':
+        s, t = (m['neck']['out_channels'] for m in (student, teacher))
+    else:
+        s, t = (m['decode_head']['channels'] for m in (student, teacher))
+    return ModelInfo(task=preset.task, student_channels=int(s),
+                     teacher_channels=int(t), num_classes=num_classes,
+                     input_hw=preset.input_hw(),
+                     batch_size=preset.schedule.batch_size)
+
+
+def _schedule(preset: Preset, iters: int) -> dict:
+    sched = preset.schedule
+    warm = min(sched.warmup_iters, max(iters - 1, 0))
+    schedulers = []
+    if sched.policy == 'constant' or iters <= 1:
+        schedulers.append(dict(type='ConstantLR', factor=1.0,
+                               by_epoch=False))
+    else:
+        if warm > 0:
+            schedulers.append(dict(type='LinearLR', start_factor=0.01,
+                                   by_epoch=False, begin=0, end=warm))
+        if sched.policy == 'cosine':
+            schedulers.append(dict(type='CosineAnnealingLR', by_epoch=False,
+                                   begin=warm, end=iters,
+                                   eta_min_ratio=0.05))
+        else:
+            schedulers.append(dict(type='PolyLR', power=0.9, eta_min=1e-4,
+                                   by_epoch=False, begin=warm, end=iters))
+    optim = dict(type='OptimWrapper', optimizer=dict(
+        type='SGD', lr=sched.lr, momentum=0.9,
+        weight_decay=sched.weight_decay))
+    if sched.clip_grad is not None:
+        optim['clip_grad'] = dict(max_norm=sched.clip_grad, norm_type=2)
+    return dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters,
+                       val_interval=iters),
+        val_cfg=dict(type='ValLoop'),
+        test_cfg=dict(type='TestLoop'),
+        optim_wrapper=optim,
+        param_scheduler=schedulers,
+        default_hooks=dict(
+            timer=dict(type='IterTimerHook'),
+            logger=dict(type='LoggerHook', interval=sched.log_interval,
+                        log_metric_by_epoch=False),
+            param_scheduler=dict(type='ParamSchedulerHook'),
+            checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                            interval=min(sched.checkpoint_interval, iters),
+                            max_keep_ckpts=1, save_last=True),
+            sampler_seed=dict(type='DistSamplerSeedHook'),
+            visualization=dict(type=_VIS_HOOK[preset.task])),
+        log_processor=dict(by_epoch=False),
+        auto_scale_lr=dict(enable=False,
+                           base_batch_size=sched.batch_size))
+
+
+def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
+               role: str, arch: str,
+               method: Optional[MethodSpec] = None,
+               teacher_ckpt: Optional[str] = None,
+               cfg_options: Optional[dict] = None) -> dict:
+    """The config dict of one run.
+
+    Args:
+        preset: The preset.
+        data: The dataset.
+        classes: Class names.
+        role: ``'teacher'``, ``'baseline'`` or ``'distill'``.
+        arch: Model family.
+        method: The method (``role='distill'`` only).
+        teacher_ckpt: Teacher checkpoint (``role='distill'`` only).
+        cfg_options: Extra ``key.sub=value`` overrides for every run.
+    """
+    teacher, student = model_cfgs(preset, arch, len(classes))
+    runtime = copy.deepcopy(_runtime(preset.task))
+    sched = preset.schedule
+    iters = sched.teacher_iters if role == 'teacher' else sched.student_iters
+    cfg = Config(runtime)
+    cfg.merge_from_dict(_schedule(preset, iters))
+    cfg.merge_from_dict(dataset_cfg(data, preset, classes))
+    if role == 'teacher':
+        model = teacher
+    elif role == 'baseline':
+        model = student
+    elif role == 'distill':
+        if method is None:
+            raise ValueError('role="distill" needs a method')
+        info = model_info(preset, teacher, student, len(classes))
+        model = dict(
+            type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
+                                else 'SegmentationDistiller'),
+            student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+            distill_terms=method.build_terms(info))
+    else:
+        raise ValueError(f'unknown role {role!r}')
+    cfg.model = copy.deepcopy(model)
+    cfg.randomness = dict(seed=0)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg.to_dict()
+
+
+def write_config(cfg: dict, path: str) -> str:
+    """Dump a config dict as a ``.py`` config; returns the path."""
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + '.tmp.py'
+    Config(cfg).dump(tmp)
+    os.replace(tmp, path)
+    return path
