@@ -87,7 +87,7 @@ def test_every_method_builds_on_the_preset_models(task):
     classes = data.class_names(task)
     for method in methods_for(task):
         cfg = run_config(preset, data, classes, 'distill',
-                         preset.default_arch, method)
+                         method.arch or preset.default_arch, method)
         scope = 'mmdet' if task == 'det' else 'mmseg'
         with DefaultScope.overwrite_default_scope(scope):
             model = MODELS.build(cfg['model'])

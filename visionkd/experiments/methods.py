@@ -176,6 +176,27 @@ def _defeat(info: ModelInfo) -> dict:
                      levels=None)
 
 
+def _roi_kd(info: ModelInfo) -> dict:
+    # configs/roi_kd: the teacher's RoI head on the student's sampled RoIs,
+    # KL (tau 2) on fg and bg proposals (weight 1 each, averaged per
+    # group) + L1 on the teacher's fg box deltas (weight 1).
+    return dict(roi=dict(mode='roi', student='roi_head', teacher='roi_head',
+                         loss=dict(type='RoIKDLoss', tau=2.0,
+                                   loss_weight_fg=1.0, loss_weight_bg=1.0,
+                                   loss_weight_bbox=1.0)))
+
+
+def _ld(info: ModelInfo) -> dict:
+    # configs/ld (official LD GFL setting): LD with T 10, weight 0.25 on the
+    # student's positive locations + class KD with T 10, weight 0.5.
+    return dict(ld=dict(
+        mode='ld', student='bbox_head', teacher='bbox_head',
+        loss=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
+                  loss_weight=0.25, T=10),
+        loss_cls=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
+                      loss_weight=0.5, T=10)))
+
+
 for _name, _fn, _src in [
         ('fitnet', _fitnet, 'FitNets hint, weight 1 (no official det cfg)'),
         ('pkd', _pkd, 'configs/pkd/faster_rcnn_r101_to_r50_fpn_2x_coco_pkd'),
@@ -187,6 +208,11 @@ for _name, _fn, _src in [
         ('defeat', _defeat,
          'configs/defeat/faster_rcnn_r101_to_r50_fpn_2x_coco_defeat')]:
     _register(MethodSpec(_name, 'det', _fn, _src))
+_register(MethodSpec('roi_kd', 'det', _roi_kd,
+                     'configs/roi_kd/faster_rcnn_r101_to_r50_fpn_2x_coco_'
+                     'roikd'))
+_register(MethodSpec('ld', 'det', _ld,
+                     'configs/ld/gfl_r101_to_r18_fpn_1x_coco_ld', arch='gfl'))
 
 
 # ------------------------------------------------------------- segmentation

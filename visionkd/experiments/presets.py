@@ -160,6 +160,44 @@ def _faster_rcnn_real(num_classes: int) -> ModelPair:
             **head))
 
 
+def _gfl_narrow(width: int, fpn: int, num_classes: int) -> dict:
+    """GFL ResNet-18-FPN at another width, from scratch (LD's family).
+
+    The head's GroupNorm uses 8 groups so narrow heads stay valid.
+    """
+    return dict(
+        config='mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+        backbone=dict(depth=18, base_channels=width, frozen_stages=-1,
+                      norm_eval=False, init_cfg=None),
+        neck=dict(in_channels=[width * 2**i for i in range(4)],
+                  out_channels=fpn),
+        bbox_head=dict(in_channels=fpn, feat_channels=fpn,
+                       num_classes=num_classes,
+                       norm_cfg=dict(type='GN', num_groups=8,
+                                     requires_grad=True)))
+
+
+def _gfl_pair(teacher: Tuple[int, int], student: Tuple[int, int]
+              ) -> Callable[[int], ModelPair]:
+    """GFL pair, (width, FPN channels) each."""
+    def build(num_classes: int) -> ModelPair:
+        return ModelPair(teacher=_gfl_narrow(*teacher, num_classes),
+                         student=_gfl_narrow(*student, num_classes))
+    return build
+
+
+def _gfl_real(num_classes: int) -> ModelPair:
+    """GFL R101-FPN -> R18-FPN with ImageNet backbones (LD's setting)."""
+    head = dict(bbox_head=dict(num_classes=num_classes))
+    return ModelPair(
+        teacher=dict(config='mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py', **head),
+        student=dict(
+            config='mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+            backbone=dict(depth=18, init_cfg=dict(
+                type='Pretrained', checkpoint='torchvision://resnet18')),
+            neck=dict(in_channels=[64, 128, 256, 512]), **head))
+
+
 # ------------------------------------------------------------- segmentation
 _BN = dict(type='BN', requires_grad=True)
 
@@ -213,7 +251,8 @@ _SEG_REAL_CROP = (512, 512)
 PRESETS: Dict[str, Dict[str, Preset]] = {
     'det': {
         'tiny': Preset(
-            'tiny', 'det', {'faster_rcnn': _faster_rcnn_tiny},
+            'tiny', 'det', {'faster_rcnn': _faster_rcnn_tiny,
+                            'gfl': _gfl_pair((16, 32), (8, 32))},
             'faster_rcnn',
             Schedule(teacher_iters=2, student_iters=2, batch_size=2,
                      lr=0.02, weight_decay=1e-4, warmup_iters=0,
@@ -222,7 +261,8 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
                      train_subset=4, val_subset=2),
             scale=(160, 120)),
         'cpu-small': Preset(
-            'cpu-small', 'det', {'faster_rcnn': _faster_rcnn_demo},
+            'cpu-small', 'det', {'faster_rcnn': _faster_rcnn_demo,
+                                 'gfl': _gfl_pair((32, 64), (16, 32))},
             'faster_rcnn',
             Schedule(teacher_iters=400, student_iters=300, batch_size=4,
                      lr=0.02, weight_decay=1e-4, warmup_iters=50,
@@ -230,7 +270,8 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
                      checkpoint_interval=50, log_interval=20),
             scale=(320, 240)),
         'gpu': Preset(
-            'gpu', 'det', {'faster_rcnn': _faster_rcnn_real}, 'faster_rcnn',
+            'gpu', 'det', {'faster_rcnn': _faster_rcnn_real,
+                           'gfl': _gfl_real}, 'faster_rcnn',
             Schedule(teacher_iters=6000, student_iters=6000, batch_size=8,
                      lr=0.02, weight_decay=1e-4, warmup_iters=500,
                      policy='cosine', clip_grad=35.0,

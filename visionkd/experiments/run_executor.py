@@ -150,6 +150,10 @@ def execute_run(run: Run, root: str, task: str,
                          '--work-dir', osp.join(work_dir, 'test')] +
                         seed_opt, log, echo, run.name)
         metrics = _test_metric(lines)
+        if metrics == {} and key.startswith('coco/'):
+            # mmdet's CocoMetric returns no metrics when the model detected
+            # nothing on the whole split: that is 0 mAP, not a failure.
+            metrics = {key: 0.0}
         if metrics is None or key not in metrics:
             raise RunFailed(f'{run.name}: tools/test.py printed no {key} '
                             f'({log})')
