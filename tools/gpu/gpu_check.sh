@@ -71,7 +71,7 @@ cd "$REPO"
   set -- $spec
   log "overhead benchmark $spec"
   python3 tools/analysis_tools/benchmark_overhead.py "$1" --input-size "$2" "$3" \
-    --batch-size "$4" --iters 20 --warmup 5 --device cuda \
+    --batch-size "$4" --iters 10 --warmup 3 --device cuda \
     > "$WORK/bench.json" 2>> "$OUT/bench.log" || tail -20 "$OUT/bench.log"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['config']=sys.argv[2]; print(json.dumps(d))" \
     "$WORK/bench.json" "$spec" | tee -a "$OUT/bench.jsonl" || true
