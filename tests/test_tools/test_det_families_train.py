@@ -102,8 +102,9 @@ class _LossRecorder:
 
         def loss(*args, **kwargs):
             out = self._loss(*args, **kwargs)
-            self.values.append({k: float(sum(v) if isinstance(v, list) else v)
-                                for k, v in out.items()})
+            self.values.append({
+                k: float(sum(v) if isinstance(v, list) else v.detach())
+                for k, v in out.items()})
             return out
 
         model.loss = loss

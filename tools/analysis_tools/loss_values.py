@@ -24,6 +24,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 import torch  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 
 import visionkd  # noqa: E402,F401
 from tests.test_models.test_losses.test_losses import LOSS_CASES, build, call  # noqa: E402
@@ -32,7 +33,8 @@ from tests.test_models.test_losses.test_losses import LOSS_CASES, build, call  #
 def loss_values(seed: int = 0) -> Dict[str, float]:
     """``{loss name: value}`` on the seeded inputs (see module docstring)."""
     out = {}
-    with torch.no_grad():
+    # build from the visionkd registry whatever scope the caller has set
+    with torch.no_grad(), DefaultScope.overwrite_default_scope('visionkd'):
         for name in sorted(LOSS_CASES):
             shape = LOSS_CASES[name][1]
             torch.manual_seed(seed)
