@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.runner import load_checkpoint
@@ -51,6 +51,10 @@ class BaseDistiller(BaseModel):
         distill_terms: ``{name: term}``; see :class:`DistillTerm`.
         dry_run_input_size: (H, W) of the zero image used at build time to
             read the recorded layers' shapes and validate the terms.
+        check_finite: Stop training with an error naming the term and the
+            iteration as soon as a distillation term is NaN/Inf, before
+            the optimizer step (so the last checkpoint stays the last good
+            one). Costs one host sync per iteration.
         data_preprocessor: Ignored: the student's preprocessor is always
             used (mmengine's runner fills this argument from a top-level
             ``data_preprocessor`` of the config). The teacher receives the
@@ -61,6 +65,9 @@ class BaseDistiller(BaseModel):
 
     #: Registry scope used for models whose config names none.
     default_scope: str = 'mmdet'
+    #: Ground-truth field of the task's data samples (checked against the
+    #: ``gt_field`` of ground-truth-driven losses).
+    gt_field: Optional[str] = None
 
     def __init__(self,
                  student: Union[str, dict],
@@ -68,6 +75,7 @@ class BaseDistiller(BaseModel):
                  teacher_ckpt: Optional[str] = None,
                  distill_terms: Optional[Dict[str, dict]] = None,
                  dry_run_input_size: Tuple[int, int] = (128, 128),
+                 check_finite: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = resolve_model_cfg(student, self.default_scope,
@@ -103,6 +111,7 @@ class BaseDistiller(BaseModel):
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
+        self.check_finite = bool(check_finite)
         self._early_stop = False
         self._build_recorders()
         self._build_teacher_input_transform()
@@ -247,7 +256,8 @@ class BaseDistiller(BaseModel):
             term.build_levels(
                 s_rec.levels(),
                 self._teacher_rec[(term.teacher_path, term.record)].levels(),
-                has_data_samples=samples is not None)
+                has_data_samples=samples is not None,
+                gt_field=self.gt_field)
         self._clear_records()
 
     def load_teacher(self) -> None:
@@ -351,8 +361,43 @@ class BaseDistiller(BaseModel):
                         raise KeyError(f'distill loss key {key!r} clashes '
                                        f'with a student loss')
                     losses[key] = value
+            if self.check_finite:
+                self._check_finite(losses)
         self._clear_records()
         return losses
+
+    def _check_finite(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Raise ``FloatingPointError`` if a distillation term is NaN/Inf.
+
+        Called in ``loss`` mode, i.e. before backward and the optimizer
+        step: the weights are still those of the previous iteration and the
+        checkpoints on disk are untouched.
+        """
+        keys = [k for k in losses if k.startswith('loss_kd_')]
+        if not keys:
+            return
+        values = torch.stack([losses[k].detach().float().sum() for k in keys])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = [(k, v) for k, v, ok in zip(keys, values.tolist(),
+                                           finite.tolist()) if not ok]
+        hub = MessageHub.get_current_instance()
+        it = hub.get_info('iter')
+        where = (f'training iteration {it + 1}' if isinstance(it, int) else
+                 'this iteration')
+        names = ', '.join(f'{k} = {v}' for k, v in bad)
+        terms = sorted({
+            t.name for t in self.distill_terms.values()
+            for k, _ in bad
+            if k == f'loss_kd_{t.name}' or k.startswith(f'loss_kd_{t.name}_l')
+        })
+        raise FloatingPointError(
+            f'distillation term(s) {terms} not finite at {where}: {names}. '
+            f'Training stopped before the optimizer step, so the newest '
+            f'checkpoint in the work dir is the last good one. Lower the '
+            f"term's loss_weight or the learning rate, check teacher_ckpt, "
+            f'or resume from that checkpoint (--resume)')
 
     def predict(self, inputs: torch.Tensor,
                 data_samples: Optional[list] = None) -> list:

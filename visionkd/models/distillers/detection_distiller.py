@@ -32,6 +32,7 @@ class DetectionDistiller(BaseDistiller):
     """
 
     default_scope = 'mmdet'
+    gt_field = 'gt_instances'
 
     def _check_task(self, model: nn.Module, role: str) -> None:
         from mmdet.models.detectors import BaseDetector
