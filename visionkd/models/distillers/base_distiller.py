@@ -159,7 +159,9 @@ class BaseDistiller(BaseModel):
                 [n for n in names if '.' not in n]
         raise ValueError(
             f'distill term {term!r}: {role} layer {path!r} does not exist in '
-            f'the {role} ({type(model).__name__}). Nearest names: {close}')
+            f'the {role} ({type(model).__name__}). Nearest names: {close}; '
+            f'fix the module path (all paths: '
+            f'[n for n, _ in model.{role}.named_modules()])')
 
     def _build_recorders(self) -> None:
         self._student_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
@@ -275,7 +277,8 @@ class BaseDistiller(BaseModel):
                 f'of the teacher checkpoint') from e
         except Exception as e:
             raise ValueError(f'teacher_ckpt {path!r} could not be loaded as '
-                             f'a checkpoint: {e}') from e
+                             f'a checkpoint: {e}; give the teacher\'s .pth '
+                             f'checkpoint (path or URL)') from e
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
         own = set(self.teacher.state_dict())
         if not own.intersection(state):

@@ -197,7 +197,8 @@ class DistillTerm(nn.Module):
             raise ValueError(
                 f'distill term {self.name!r}: student layer '
                 f'{self.student_path!r} gives {n_s} level(s) but teacher '
-                f'layer {self.teacher_path!r} gives {n_t}')
+                f'layer {self.teacher_path!r} gives {n_t}; record layers '
+                f'with the same number of levels (e.g. both FPNs)')
         if n_s == 0:
             raise ValueError(f'distill term {self.name!r}: nothing recorded')
         ids = list(range(n_s)) if self.levels is None else self.levels
