@@ -313,8 +313,8 @@ class DistillTerm(nn.Module):
         needed = getattr(loss, 'gt_field', None)
         if needed is None:
             return
-        if data_samples is None or any(
-                needed not in s for s in data_samples):
+        if data_samples is None or not all(
+                hasattr(s, needed) for s in data_samples):
             raise ValueError(
                 f'distill term {self.name!r}: {type(loss).__name__} needs '
                 f'`{needed}` in every data sample but the batch has none; '
