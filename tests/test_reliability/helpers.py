@@ -3,7 +3,8 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -82,3 +83,20 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
         return None
     with open(path) as f:
         return f.read().strip() or None
+
+
+@contextmanager
+def isolated_mmengine() -> Iterator[None]:
+    """Drop the default scope, loggers, message hubs and visualizers that
+    a Runner or ``init_detector``/``init_model`` registers globally."""
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+    classes = (DefaultScope, MessageHub, MMLogger, Visualizer)
+    saved = {cls: dict(cls._instance_dict) for cls in classes}
+    try:
+        yield
+    finally:
+        for cls, instances in saved.items():
+            cls._instance_dict.clear()
+            cls._instance_dict.update(instances)

@@ -4,7 +4,6 @@ standard test loop gives the same predictions and mAP/mIoU as evaluating
 the distiller config with the distiller checkpoint."""
 import os.path as osp
 import pickle
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -12,28 +11,18 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
-from tests.test_reliability.helpers import CFG_DIR, MICRO_KD, assert_same
+from tests.test_reliability.helpers import (
+    CFG_DIR,
+    MICRO_KD,
+    assert_same,
+    isolated_mmengine,
+)
 from tools.export_student import export_student
 
 pytestmark = pytest.mark.skipif(
     not osp.isdir(SHARED_DATA), reason='../shared/data is not present')
 
 DET_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_tiny_kd.py')
-
-
-@contextmanager
-def isolated_mmengine():
-    """Drop the global scope/logger/hub/visualizer a Runner registers."""
-    from mmengine.logging import MessageHub, MMLogger
-    from mmengine.visualization import Visualizer
-    classes = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    saved = {cls: dict(cls._instance_dict) for cls in classes}
-    try:
-        yield
-    finally:
-        for cls, instances in saved.items():
-            cls._instance_dict.clear()
-            cls._instance_dict.update(instances)
 
 
 def distiller_ckpt(config: str, path: str) -> dict:

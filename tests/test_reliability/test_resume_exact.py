@@ -78,6 +78,11 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     # the logged losses of the resumed iterations match too
     hub_a = load(osp.join(ref_dir, 'iter_6.pth'))['message_hub']
     hub_b = load(osp.join(run_dir, 'iter_6.pth'))['message_hub']
+    for hub in (hub_a, hub_b):
+        kd = list(hub['log_scalars']['train/loss_kd_feat']._log_history)
+        # warm-up factor 0 at iteration 0; DistillStopHook(stop_iter=5)
+        # leaves iterations 0-4 with distillation terms, in both runs
+        assert len(kd) == 5 and kd[0] == 0.0 and kd[1] > 0.0
     for key in ('train/loss', 'train/loss_kd_mgd', 'train/loss_kd_feat'):
         a_hist = hub_a['log_scalars'][key]._log_history[killed_at:]
         b_hist = hub_b['log_scalars'][key]._log_history[-len(a_hist):]
