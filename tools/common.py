@@ -13,7 +13,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg = Config.fromfile(path)
     except Exception as e:  # syntax errors, missing _base_ ...
         raise SystemExit(
-            f'error: config file {path!r} is invalid: {e}') from e
+            f'error: config file {path!r} is invalid: {type(e).__name__}: '
+            f'{e}; fix its Python syntax / `_base_` paths') from e
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
     return cfg

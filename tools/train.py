@@ -53,6 +53,15 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def add_rng_state_hook(cfg: Config) -> None:
+    """Append ``RNGStateHook`` (exact ``--resume``) unless already there."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == 'RNGStateHook'
+               for h in hooks):
+        hooks.append(dict(type='visionkd.RNGStateHook'))
+    cfg.custom_hooks = hooks
+
+
 def main() -> None:
     args = parse_args()
     cfg: Config = load_config(args.config, args.cfg_options)
@@ -80,6 +89,8 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    add_rng_state_hook(cfg)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.runner import load_checkpoint
@@ -64,6 +64,10 @@ class BaseDistiller(BaseModel):
             Defaults to False.
         init_student_skip: Top-level student modules never inherited.
             Defaults to ``('backbone', )`` as the official code.
+        check_finite: Stop training with an error naming the term and the
+            iteration as soon as a distillation term is NaN/Inf, before
+            the optimizer step (so the last checkpoint stays the last good
+            one). Costs one host sync per iteration.
         data_preprocessor: Ignored: the student's preprocessor is always
             used (mmengine's runner fills this argument from a top-level
             ``data_preprocessor`` of the config). The teacher receives the
@@ -74,6 +78,9 @@ class BaseDistiller(BaseModel):
 
     #: Registry scope used for models whose config names none.
     default_scope: str = 'mmdet'
+    #: Ground-truth field of the task's data samples (checked against the
+    #: ``gt_field`` of ground-truth-driven losses).
+    gt_field: Optional[str] = None
 
     def __init__(self,
                  student: Union[str, dict],
@@ -83,6 +90,7 @@ class BaseDistiller(BaseModel):
                  dry_run_input_size: Tuple[int, int] = (128, 128),
                  init_student: bool = False,
                  init_student_skip: Tuple[str, ...] = ('backbone', ),
+                 check_finite: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = resolve_model_cfg(student, self.default_scope,
@@ -120,6 +128,7 @@ class BaseDistiller(BaseModel):
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
+        self.check_finite = bool(check_finite)
         self._early_stop = False
         self._build_recorders()
         self._build_teacher_input_transform()
@@ -175,7 +184,9 @@ class BaseDistiller(BaseModel):
                 [n for n in names if '.' not in n]
         raise ValueError(
             f'distill term {term!r}: {role} layer {path!r} does not exist in '
-            f'the {role} ({type(model).__name__}). Nearest names: {close}')
+            f'the {role} ({type(model).__name__}). Nearest names: {close}; '
+            f'fix the module path (all paths: '
+            f'[n for n, _ in model.{role}.named_modules()])')
 
     def _build_recorders(self) -> None:
         self._student_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
@@ -279,7 +290,8 @@ class BaseDistiller(BaseModel):
             term.build_levels(
                 s_rec.levels(),
                 self._teacher_rec[term.teacher_key].levels(),
-                has_data_samples=samples is not None)
+                has_data_samples=samples is not None,
+                gt_field=self.gt_field)
         self._clear_records()
 
     def load_teacher(self) -> None:
@@ -297,7 +309,8 @@ class BaseDistiller(BaseModel):
                 f'of the teacher checkpoint') from e
         except Exception as e:
             raise ValueError(f'teacher_ckpt {path!r} could not be loaded as '
-                             f'a checkpoint: {e}') from e
+                             f'a checkpoint: {e}; give the teacher\'s .pth '
+                             f'checkpoint (path or URL)') from e
         state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
         own = set(self.teacher.state_dict())
         if not own.intersection(state):
@@ -415,8 +428,43 @@ class BaseDistiller(BaseModel):
                         raise KeyError(f'distill loss key {key!r} clashes '
                                        f'with a student loss')
                     losses[key] = value
+            if self.check_finite:
+                self._check_finite(losses)
         self._clear_records()
         return losses
+
+    def _check_finite(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Raise ``FloatingPointError`` if a distillation term is NaN/Inf.
+
+        Called in ``loss`` mode, i.e. before backward and the optimizer
+        step: the weights are still those of the previous iteration and the
+        checkpoints on disk are untouched.
+        """
+        keys = [k for k in losses if k.startswith('loss_kd_')]
+        if not keys:
+            return
+        values = torch.stack([losses[k].detach().float().sum() for k in keys])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = [(k, v) for k, v, ok in zip(keys, values.tolist(),
+                                           finite.tolist()) if not ok]
+        hub = MessageHub.get_current_instance()
+        it = hub.get_info('iter')
+        where = (f'training iteration {it + 1}' if isinstance(it, int) else
+                 'this iteration')
+        names = ', '.join(f'{k} = {v}' for k, v in bad)
+        terms = sorted({
+            t.name for t in self.distill_terms.values()
+            for k, _ in bad
+            if k == f'loss_kd_{t.name}' or k.startswith(f'loss_kd_{t.name}_l')
+        })
+        raise FloatingPointError(
+            f'distillation term(s) {terms} not finite at {where}: {names}. '
+            f'Training stopped before the optimizer step, so the newest '
+            f'checkpoint in the work dir is the last good one. Lower the '
+            f"term's loss_weight or the learning rate, check teacher_ckpt, "
+            f'or resume from that checkpoint (--resume)')
 
     def predict(self, inputs: torch.Tensor,
                 data_samples: Optional[list] = None) -> list:

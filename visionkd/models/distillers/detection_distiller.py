@@ -45,6 +45,7 @@ class DetectionDistiller(BaseDistiller):
     """
 
     default_scope = 'mmdet'
+    gt_field = 'gt_instances'
 
     #: ``mode`` of a distillation term -> its class
     term_modes = dict(roi=RoIDistillTerm, ld=LDDistillTerm)

@@ -1,7 +1,8 @@
 """One distillation term: student layer, teacher layer, connector, loss."""
 import difflib
 import inspect
-from typing import Dict, List, Optional, Sequence
+import typing
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -38,11 +39,57 @@ def build_registered(cfg: dict, what: str, **defaults) -> nn.Module:
     for key, value in defaults.items():
         if key in params and key not in cfg and value is not None:
             cfg[key] = value
+    check_arg_types(cls, cfg, what)
     try:
         return cls(**cfg)
     except (TypeError, ValueError) as e:
         raise type(e)(f'{what} ({cls.__name__}) could not be built from '
                       f'{cfg}: {e}') from e
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a simple type hint (unknown hints: True)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if origin in (list, tuple, Sequence, typing.Sequence) or hint in (
+            list, tuple):
+        return isinstance(value, (list, tuple))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_arg_types(cls: type, cfg: dict, what: str) -> None:
+    """Raise ``TypeError`` for an argument that contradicts its hint.
+
+    Catches e.g. ``tau='2'`` or ``gather='no'`` at build time instead of a
+    silent conversion or an error deep inside the first iteration.
+    """
+    params = inspect.signature(cls.__init__).parameters
+    if any(k not in params for k in cfg):
+        return  # the constructor reports the unexpected argument itself
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: nothing to check
+        return
+    for key, value in cfg.items():
+        hint = hints.get(key)
+        if hint is not None and not _type_ok(value, hint):
+            name = getattr(hint, '__name__', None) or str(hint).replace(
+                'typing.', '')
+            raise TypeError(
+                f'{what} ({cls.__name__}): argument {key}={value!r} has '
+                f'type {type(value).__name__}, expected {name}; fix the '
+                f'value in the config (see the {cls.__name__} docstring)')
 
 
 def _forward_params(module: nn.Module) -> List[str]:
@@ -126,6 +173,9 @@ class DistillTerm(nn.Module):
         self.connectors = nn.ModuleList()
         self.losses = nn.ModuleList()
         self.num_levels = 0
+        #: Multiplier of ``weight`` set by schedule hooks (not saved: the
+        #: hooks recompute it from the iteration, so resuming is exact).
+        self.scale = 1.0
 
     # ------------------------------------------------------------------
     @property
@@ -143,20 +193,25 @@ class DistillTerm(nn.Module):
 
     def build_levels(self, student_levels: Sequence[torch.Tensor],
                      teacher_levels: Sequence[torch.Tensor],
-                     has_data_samples: bool) -> None:
+                     has_data_samples: bool,
+                     gt_field: Optional[str] = None) -> None:
         """Build connectors/losses for the recorded levels and validate.
 
         Args:
             student_levels: Student tensors of a dry-run forward, per level.
             teacher_levels: Teacher tensors of the same dry run, per level.
             has_data_samples: Whether the model passes ``data_samples``.
+            gt_field: Ground-truth field the model's data samples carry
+                (``'gt_instances'`` for detectors, ``'gt_sem_seg'`` for
+                segmentors); None skips the check.
         """
         n_s, n_t = len(student_levels), len(teacher_levels)
         if n_s != n_t:
             raise ValueError(
                 f'distill term {self.name!r}: student layer '
                 f'{self.student_path!r} gives {n_s} level(s) but teacher '
-                f'layer {self.teacher_path!r} gives {n_t}')
+                f'layer {self.teacher_path!r} gives {n_t}; record layers '
+                f'with the same number of levels (e.g. both FPNs)')
         if n_s == 0:
             raise ValueError(f'distill term {self.name!r}: nothing recorded')
         ids = list(range(n_s)) if self.levels is None else self.levels
@@ -206,6 +261,7 @@ class DistillTerm(nn.Module):
                 teacher_channels=t.shape[1] if t.dim() > 1 else None)
             self._check_shapes(loss, cur, t, where)
             self._check_inputs(loss, has_data_samples, where)
+            self._check_gt_field(loss, gt_field, where)
             self.connectors.append(chain)
             self.losses.append(loss)
 
@@ -253,6 +309,31 @@ class DistillTerm(nn.Module):
                             f'data_samples with ground truth, which this '
                             f'model does not provide')
 
+    def _check_gt_field(self, loss: nn.Module, gt_field: Optional[str],
+                        where: str) -> None:
+        needed = getattr(loss, 'gt_field', None)
+        if needed is None or gt_field is None or needed == gt_field:
+            return
+        raise TypeError(
+            f'{where}: {type(loss).__name__} needs `{needed}` ground truth '
+            f'in every data sample, but this distiller\'s models are trained '
+            f'with `{gt_field}`; use a loss for this task (see the README '
+            f'table of losses)')
+
+    def _check_batch_gt(self, loss: nn.Module,
+                        data_samples: Optional[list]) -> None:
+        """Raise if the batch lacks the ground truth ``loss`` reads."""
+        needed = getattr(loss, 'gt_field', None)
+        if needed is None:
+            return
+        if data_samples is None or not all(
+                hasattr(s, needed) for s in data_samples):
+            raise ValueError(
+                f'distill term {self.name!r}: {type(loss).__name__} needs '
+                f'`{needed}` in every data sample but the batch has none; '
+                f'load annotations in the train pipeline (LoadAnnotations) '
+                f'and pass data_samples to the distiller')
+
     @staticmethod
     def _apply_connector(conn: nn.Module, s: torch.Tensor,
                          t: torch.Tensor) -> torch.Tensor:
@@ -274,10 +355,10 @@ class DistillTerm(nn.Module):
                 s = self._apply_connector(conn, s, t)
             loss_fn = self.losses[lvl]
             if self._wants_samples[lvl]:
-                value = loss_fn(s, t, data_samples)
-            else:
-                value = loss_fn(s, t)
-            w = self.weight
+                self._check_batch_gt(loss_fn, data_samples)
+            value = self._loss_fp32(loss_fn, s, t, data_samples,
+                                    self._wants_samples[lvl])
+            w = self.weight * self.scale
             if self.level_weights is not None:
                 w = w * float(self.level_weights[lvl])
             key = f'loss_kd_{self.name}'
@@ -285,6 +366,26 @@ class DistillTerm(nn.Module):
                 key += f'_l{src}'
             out[key] = value * w
         return out
+
+    @staticmethod
+    def _loss_fp32(loss_fn: nn.Module, s: torch.Tensor, t: torch.Tensor,
+                   data_samples: Optional[list],
+                   wants_samples: bool) -> torch.Tensor:
+        """Run a loss in float32, outside any autocast region.
+
+        Under mixed precision (``--amp``) the connectors run in half
+        precision with the model, but softmax/log/KL, normalisations and
+        large sums of the losses need float32: the inputs are cast up and
+        autocast is switched off for the loss only.
+        """
+        device = s.device.type
+        if not torch.is_autocast_enabled(device):
+            return (loss_fn(s, t, data_samples) if wants_samples else
+                    loss_fn(s, t))
+        with torch.autocast(device_type=device, enabled=False):
+            s32, t32 = s.float(), t.float()
+            return (loss_fn(s32, t32, data_samples) if wants_samples else
+                    loss_fn(s32, t32))
 
     @property
     def _wants_samples(self) -> List[bool]:

@@ -106,6 +106,9 @@ class CIRKDMemoryLoss(nn.Module):
     #: Spatial sizes may differ: the student map is resized.
     allow_spatial_mismatch = True
 
+    #: Ground truth this loss reads from every data sample.
+    gt_field = 'gt_sem_seg'
+
     def __init__(self,
                  num_classes: int,
                  teacher_channels: int,

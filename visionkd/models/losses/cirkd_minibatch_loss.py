@@ -38,7 +38,9 @@ class CIRKDMiniBatchLoss(nn.Module):
     all processes are gathered with :func:`mmengine.dist.all_gather`, so
     the batch is the global one; the gradient reaches the local part of the
     student only (it is concatenated with the detached remote parts), as
-    the official ``GatherLayer``. Pairs of two remote images are evaluated
+    the official ``GatherLayer``, with the gradient scaled by world_size so
+    that DDP's gradient average equals the single-process gradient of the
+    global batch. Pairs of two remote images are evaluated
     without autograd. All processes must feed maps of the same shape. The
     released official code has these gather lines commented out, i.e. it
     uses the per-GPU batch only; ``gather=False`` reproduces that. Note
@@ -143,4 +145,12 @@ class CIRKDMiniBatchLoss(nn.Module):
                         feat_S[i], feat_S[idx], feat_T[i], feat_T[idx])
                 loss = loss + term
         loss = loss / (B * B)
+        world_size = int(local.numel() // max(int(local.sum()), 1))
+        if world_size > 1:
+            # Every process computes the same global loss but back-props
+            # only into its local images; DDP then averages the gradients
+            # over the processes. Scaling the gradient (not the value) by
+            # world_size makes that average the single-process gradient of
+            # the global batch, as the official GatherLayer's all-reduce.
+            loss = loss + (world_size - 1) * (loss - loss.detach())
         return self.loss_weight * loss

@@ -84,6 +84,9 @@ class DeFeatLoss(nn.Module):
         loss_weight: Extra factor on the total. Defaults to 1.0.
     """
 
+    #: Ground truth this loss reads from every data sample.
+    gt_field = 'gt_instances'
+
     def __init__(self,
                  student_channels: int,
                  teacher_channels: int,

@@ -80,6 +80,9 @@ class FGDLoss(nn.Module):
     #: A 1x1 conv aligns student channels to the teacher's.
     allow_channel_mismatch = True
 
+    #: Ground truth this loss reads from every data sample.
+    gt_field = 'gt_instances'
+
     def __init__(self,
                  student_channels: int,
                  teacher_channels: int,

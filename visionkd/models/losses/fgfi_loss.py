@@ -82,6 +82,9 @@ class FGFILoss(nn.Module):
         loss_weight: Weight of the loss. Defaults to 0.01.
     """
 
+    #: Ground truth this loss reads from every data sample.
+    gt_field = 'gt_instances'
+
     def __init__(self,
                  student_channels: int,
                  teacher_channels: int,

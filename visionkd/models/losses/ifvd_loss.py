@@ -53,6 +53,9 @@ class IFVDLoss(nn.Module):
     #: Channels may differ: only per-pixel similarity maps are compared.
     allow_channel_mismatch = True
 
+    #: Ground truth this loss reads from every data sample.
+    gt_field = 'gt_sem_seg'
+
     def __init__(self,
                  num_classes: int,
                  ignore_index: int = 255,

@@ -1,0 +1,131 @@
+"""The bad-input catalogue (docs/faq.md) not covered by the distiller
+tests: each raises one clear error before training, and a failing
+tools/train.py leaves an existing work dir untouched."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+
+from tests.conftest import SHARED_DATA, build_distiller, tiny_faster_rcnn
+from tests.test_reliability.helpers import MICRO_KD, run_tool
+
+FEAT = dict(student='decode_head.bottleneck',
+            teacher='decode_head.bottleneck')
+
+
+@pytest.mark.parametrize('loss, words', [
+    (dict(type='ChannelWiseDivergence', tau='2'),
+     ["'x'", 'ChannelWiseDivergence', "tau='2'", 'expected float']),
+    (dict(type='CIRKDMiniBatchLoss', gather='no'),
+     ["'x'", "gather='no'", 'expected bool']),
+    (dict(type='IFVDLoss', num_classes=19.5),
+     ["'x'", 'num_classes=19.5', 'expected int']),
+])
+def test_hyperparameter_of_the_wrong_type(loss, words):
+    with pytest.raises(TypeError) as info:
+        build_distiller('seg', dict(x=dict(FEAT, loss=loss)))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_connector_argument_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"kernel_size='3'.*expected int"):
+        build_distiller('seg', dict(x=dict(
+            FEAT, connector=dict(type='ConvConnector', kernel_size='3'),
+            loss=dict(type='FeatureMSELoss'))))
+
+
+def test_gt_loss_on_a_model_without_that_ground_truth():
+    # segmentors carry gt_sem_seg, not the boxes FGD needs
+    with pytest.raises(TypeError) as info:
+        build_distiller('seg', dict(fgd=dict(
+            FEAT, loss=dict(type='FGDLoss'))))
+    msg = str(info.value)
+    assert "'fgd'" in msg and '`gt_instances`' in msg and 'gt_sem_seg' in msg
+    # and detectors carry boxes, not the label maps IFVD needs
+    with pytest.raises(TypeError, match='IFVDLoss needs `gt_sem_seg`'):
+        build_distiller('det', dict(ifvd=dict(
+            student='neck', teacher='neck',
+            loss=dict(type='IFVDLoss', num_classes=3))),
+            teacher=tiny_faster_rcnn(64))
+
+
+def test_gt_loss_on_a_batch_without_ground_truth(seg_batch):
+    model = build_distiller('seg', dict(ifvd=dict(
+        FEAT, loss=dict(type='IFVDLoss', num_classes=19))))
+    samples = seg_batch['data_samples']
+    for sample in samples:
+        del sample.gt_sem_seg
+    # the student's own loss needs labels too; check the term alone
+    feats = [torch.randn(2, 32, 8, 8)]
+    with pytest.raises(ValueError) as info:
+        model.distill_terms['ifvd'](feats, feats, samples)
+    msg = str(info.value)
+    assert "'ifvd'" in msg and '`gt_sem_seg`' in msg
+    assert 'LoadAnnotations' in msg
+
+
+def test_task_mismatch_on_the_segmentation_side():
+    with pytest.raises(TypeError, match='mmseg segmentor as teacher'):
+        build_distiller('seg', dict(x=dict(FEAT,
+                                           loss=dict(type='ATLoss'))),
+                        teacher=dict(tiny_faster_rcnn(), _scope_='mmdet'))
+
+
+def test_spatial_mismatch_without_connector():
+    with pytest.raises(ValueError) as info:
+        build_distiller('seg', dict(x=dict(
+            student='backbone.layer1', teacher='backbone.layer4',
+            loss=dict(type='FeatureMSELoss'))))
+    msg = str(info.value)
+    assert "'x'" in msg and 'ResizeConnector' in msg
+
+
+@pytest.mark.parametrize('text, words', [
+    (None, ['does not exist']),
+    ('model = dict(type=\n', ['is invalid', 'SyntaxError']),
+    ("_base_ = ['./missing_base.py']\n", ['is invalid', 'missing_base']),
+])
+def test_config_file_missing_or_invalid(tmp_path, text, words):
+    from tools.common import load_config
+    path = tmp_path / 'kd.py'
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        load_config(str(path))
+    msg = str(info.value)
+    assert str(path) in msg
+    for word in words:
+        assert word in msg, msg
+
+
+@pytest.mark.skipif(not osp.isdir(SHARED_DATA),
+                    reason='../shared/data is not present')
+def test_failed_build_leaves_the_work_dir_untouched(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    old = {
+        'iter_4.pth': b'previous checkpoint',
+        'last_checkpoint': str(work / 'iter_4.pth').encode(),
+        'pspnet_camvid_micro_kd.py': b'# the previous run\'s config dump',
+    }
+    for name, data in old.items():
+        (work / name).write_bytes(data)
+        os.utime(work / name, (1e9, 1e9))
+    proc = run_tool('train.py', MICRO_KD, '--work-dir', str(work),
+                    '--cfg-options',
+                    'model.distill_terms.feat.student=decode_head.bottlenek',
+                    check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "distill term 'feat': student layer 'decode_head.bottlenek' " \
+        'does not exist in the student' in err
+    assert "'decode_head.bottleneck'" in err  # nearest name
+    for name, data in old.items():
+        assert (work / name).read_bytes() == data, name
+        assert os.stat(work / name).st_mtime == 1e9, name
+    # only mmengine's new timestamped log folder was added
+    new = set(os.listdir(work)) - set(old)
+    assert len(new) == 1 and (work / new.pop()).is_dir()
+    assert not list(work.rglob('*.pth'))[1:]
