@@ -52,7 +52,51 @@ def test_every_registered_loss_is_covered():
         and issubclass(getattr(losses_pkg, name), torch.nn.Module)
     }
     used = {t['loss']['type'] for t in {**SEG_TERMS, **DET_TERMS}.values()}
+    # RoIKDLoss needs a two-stage model (whose CPU NMS has no bf16 kernel):
+    # covered through its head term by test_roi_term_loss_fp32_under_bf16
+    used.add('RoIKDLoss')
     assert registered <= used, registered - used
+
+
+def test_roi_term_loss_fp32_under_bf16():
+    """mode='roi': bf16 head outputs, the RoI KD loss computed in fp32."""
+    from visionkd.models.distillers.roi_distill_term import RoIDistillTerm
+    torch.manual_seed(0)
+    term = RoIDistillTerm('roi', dict(
+        mode='roi', student='roi_head', teacher='roi_head',
+        loss=dict(type='RoIKDLoss', tau=2.0)))
+    term.build_levels([None], [torch.zeros(1)], True)
+    n, c = 8, 4
+    cls_s = torch.randn(n, c + 1, requires_grad=True)
+    box_s = torch.randn(n, 4 * c, requires_grad=True)
+    cls_t, box_t = torch.randn(n, c + 1), torch.randn(n, 4 * c)
+    labels = torch.arange(n) % (c + 1)
+    term.teacher_outputs = lambda feats, rois: dict(
+        cls_score=cls_t.bfloat16(), bbox_pred=box_t.bfloat16())
+
+    def call(cast):
+        f = (lambda x: x.bfloat16()) if cast else (lambda x: x)
+        return [dict(rois=torch.zeros(n, 5), cls_score=f(cls_s),
+                     bbox_pred=f(box_s),
+                     _return=dict(bbox_targets=(labels, )))]
+
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = term(call(True), [torch.zeros(1)])['loss_kd_roi']
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+    term.teacher_outputs = lambda feats, rois: dict(
+        cls_score=cls_t.bfloat16().float(),
+        bbox_pred=box_t.bfloat16().float())
+    ref = term([dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
+                     bbox_pred=box_s.bfloat16().float())],
+               [torch.zeros(1)])['loss_kd_roi']
+    torch.testing.assert_close(out, ref)
+    term.scale = 0.5  # what DistillLossWeightScheduleHook sets
+    half = term([dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
+                      bbox_pred=box_s.bfloat16().float())],
+                [torch.zeros(1)])['loss_kd_roi']
+    torch.testing.assert_close(half, ref * 0.5)
+    out.backward()
+    assert cls_s.grad is not None and torch.isfinite(cls_s.grad).all()
 
 
 def run(model, data, autocast: bool):

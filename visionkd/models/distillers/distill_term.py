@@ -15,6 +15,22 @@ _TERM_KEYS = ('student', 'teacher', 'loss', 'connector', 'weight',
               'level_weights', 'levels', 'record')
 
 
+def check_head_term_cfg(name: str, cfg: dict, allowed: Sequence[str],
+                        mode: str) -> None:
+    """Validate a head-level term entry (``mode='roi'`` / ``'ld'``).
+
+    Raises:
+        KeyError: naming the term and the unknown or missing key.
+    """
+    unknown = [k for k in cfg if k not in allowed]
+    if unknown:
+        raise KeyError(f'distill term {name!r}: unknown key(s) {unknown}; '
+                       f"allowed keys with mode='{mode}': {list(allowed)}")
+    for key in ('student', 'teacher', 'loss'):
+        if key not in cfg:
+            raise KeyError(f'distill term {name!r} needs `{key}`')
+
+
 def build_registered(cfg: dict, what: str, **defaults) -> nn.Module:
     """Build ``cfg`` from the visionkd registry with clear errors.
 

@@ -4,7 +4,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .distill_term import build_registered
+from .distill_term import build_registered, check_head_term_cfg
 
 __all__ = ['LDDistillTerm']
 
@@ -66,17 +66,13 @@ class LDDistillTerm(nn.Module):
 
     def __init__(self, name: str, cfg: dict) -> None:
         super().__init__()
-        unknown = [k for k in cfg if k not in _KEYS]
-        if unknown:
-            raise KeyError(f'distill term {name!r}: unknown key(s) {unknown};'
-                           f" allowed keys with mode='ld': {list(_KEYS)}")
-        for key in ('student', 'teacher', 'loss'):
-            if key not in cfg:
-                raise KeyError(f'distill term {name!r} needs `{key}`')
+        check_head_term_cfg(name, cfg, _KEYS, 'ld')
         self.name = name
         self.student_path: str = cfg['student']
         self.teacher_path: str = cfg['teacher']
         self.weight = float(cfg.get('weight', 1.0))
+        #: factor set by DistillLossWeightScheduleHook
+        self.scale = 1.0
         where = f'distill term {name!r}'
         self.loss_ld = build_registered(cfg['loss'], f'loss of {where}')
         self.loss_cls = None
@@ -127,7 +123,8 @@ class LDDistillTerm(nn.Module):
         self.reg_max = s.reg_max
 
     def build_levels(self, student_levels: Sequence, teacher_levels: Sequence,
-                     has_data_samples: bool) -> None:
+                     has_data_samples: bool,
+                     gt_field: Optional[str] = None) -> None:
         """Validate the teacher's head outputs (cls_scores, bbox_preds)."""
         if len(teacher_levels) != 1 or len(
                 teacher_levels[0]['_return']) != 2:
@@ -180,13 +177,18 @@ class LDDistillTerm(nn.Module):
                 f'distill term {self.name!r}: {len(student_levels)} student '
                 f'levels recorded for {len(box_T)} teacher levels')
         out = {}
+        w = self.weight * self.scale
         for lvl, call in enumerate(student_levels):
-            loss_ld, loss_cls = self._level_loss(call, cls_T[lvl],
-                                                 box_T[lvl])
-            out[f'loss_kd_{self.name}_l{lvl}'] = loss_ld * self.weight
+            device = box_T[lvl].device.type
+            # softmax/KL in float32, also under --amp
+            with torch.autocast(device_type=device, enabled=False):
+                loss_ld, loss_cls = self._level_loss(
+                    {k: v.float() if torch.is_tensor(v) and
+                     v.is_floating_point() else v for k, v in call.items()},
+                    cls_T[lvl].float(), box_T[lvl].float())
+            out[f'loss_kd_{self.name}_l{lvl}'] = loss_ld * w
             if loss_cls is not None:
-                out[f'loss_kd_{self.name}_cls_l{lvl}'] = \
-                    loss_cls * self.weight
+                out[f'loss_kd_{self.name}_cls_l{lvl}'] = loss_cls * w
         return out
 
     def extra_repr(self) -> str:

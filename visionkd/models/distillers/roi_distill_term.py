@@ -4,7 +4,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .distill_term import build_registered
+from .distill_term import build_registered, check_head_term_cfg
 
 __all__ = ['RoIDistillTerm']
 
@@ -52,17 +52,13 @@ class RoIDistillTerm(nn.Module):
 
     def __init__(self, name: str, cfg: dict) -> None:
         super().__init__()
-        unknown = [k for k in cfg if k not in _KEYS]
-        if unknown:
-            raise KeyError(f'distill term {name!r}: unknown key(s) {unknown};'
-                           f" allowed keys with mode='roi': {list(_KEYS)}")
-        for key in ('student', 'teacher', 'loss'):
-            if key not in cfg:
-                raise KeyError(f'distill term {name!r} needs `{key}`')
+        check_head_term_cfg(name, cfg, _KEYS, 'roi')
         self.name = name
         self.student_path: str = cfg['student']
         self.teacher_path: str = cfg['teacher']
         self.weight = float(cfg.get('weight', 1.0))
+        #: factor set by DistillLossWeightScheduleHook
+        self.scale = 1.0
         self.loss_cfg: dict = cfg['loss']
         self.losses = nn.ModuleList()
         self.num_levels = 0
@@ -107,7 +103,8 @@ class RoIDistillTerm(nn.Module):
         object.__setattr__(self, '_teacher_roi_head', t_head)
 
     def build_levels(self, student_levels: Sequence, teacher_levels: Sequence,
-                     has_data_samples: bool) -> None:
+                     has_data_samples: bool,
+                     gt_field: Optional[str] = None) -> None:
         """Build the loss (the RoI inputs only exist in ``loss`` mode)."""
         if not teacher_levels:
             raise ValueError(f'distill term {self.name!r}: the teacher '
@@ -139,9 +136,14 @@ class RoIDistillTerm(nn.Module):
         rois = call['rois']
         labels = call['_return']['bbox_targets'][0]
         out_T = self.teacher_outputs(teacher_levels, rois)
-        value = self.losses[0](call['cls_score'], out_T['cls_score'],
-                               labels, call['bbox_pred'], out_T['bbox_pred'])
-        return {f'loss_kd_{self.name}': value * self.weight}
+        device = call['cls_score'].device.type
+        # softmax/KL in float32, also under --amp
+        with torch.autocast(device_type=device, enabled=False):
+            value = self.losses[0](
+                call['cls_score'].float(), out_T['cls_score'].float(),
+                labels, call['bbox_pred'].float(),
+                out_T['bbox_pred'].float())
+        return {f'loss_kd_{self.name}': value * (self.weight * self.scale)}
 
     def extra_repr(self) -> str:
         return (f'name={self.name!r}, mode=roi, student={self.student_path!r}'
