@@ -1,29 +1,9 @@
 # LD (Zheng et al., CVPR 2022): GFL R101-FPN ms-2x (44.7) -> GFL R50-FPN 1x
 # on COCO 2017, settings of the official HikariTJU/LD config
 # ld_r50_gflv1_r101_fpn_coco_1x.py (= mmdet's ld_r50-gflv1-r101_fpn_1x_coco):
-# LD on the student's positive locations (main distillation region), KL with
-# T=10, weight 0.25. Added: KD on the dense head's class logits at the same
-# locations (weight 0.5, T=10: the official LDHead's loss_kd defaults).
-# Not distilled: the valuable localization region. See configs/ld/README.md.
-_base_ = [
-    'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
-]
+# the R18 config's LD (T=10, weight 0.25) + class KD (T=10, weight 0.5) terms
+# with mmdet's GFL R50-FPN student. See configs/ld/README.md.
+_base_ = ['./gfl_r101_to_r18_fpn_1x_coco_ld.py']
 
-teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'  # noqa: E501
-
-model = dict(
-    type='visionkd.DetectionDistiller',
-    student='mmdet::gfl/gfl_r50_fpn_1x_coco.py',
-    teacher='mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(
-        ld=dict(
-            mode='ld',  # student's positive locations, per FPN level
-            student='bbox_head',
-            teacher='bbox_head',
-            loss=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
-                      loss_weight=0.25, T=10),
-            loss_cls=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
-                          loss_weight=0.5, T=10))))
+model = dict(type='visionkd.DetectionDistiller',
+             student='mmdet::gfl/gfl_r50_fpn_1x_coco.py')
