@@ -152,6 +152,45 @@ def test_fgd_matches_reference_value():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
 
 
+def test_fgd_fused_gradients_match_reference():
+    # forward() expands the global term instead of building S + G_s(S) and
+    # T + G_t(T); value and every gradient must equal the reference form.
+    torch.manual_seed(5)
+    m = FGDLoss(6, 6)
+    for seq in (m.channel_add_conv_s, m.channel_add_conv_t):
+        nn.init.normal_(seq[-1].weight, std=0.5)
+        nn.init.normal_(seq[-1].bias, std=0.5)
+    S = torch.randn(2, 6, 8, 10, requires_grad=True)
+    T = torch.randn(2, 6, 8, 10)
+    samples = [sample([[8, 16, 24, 40]]), sample([[40, 0, 64, 30]])]
+
+    def grads(fn):
+        m.zero_grad()
+        S.grad = None
+        value = fn()
+        value.backward()
+        return value.detach(), S.grad.clone(), {
+            n: p.grad.clone() for n, p in m.named_parameters()}
+
+    v_got, gs_got, gp_got = grads(lambda: m(S, T, samples))
+    v_ref, gs_ref, gp_ref = grads(
+        lambda: fgd_reference_loss(m, S, T, samples))
+    torch.testing.assert_close(v_got, v_ref, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gs_got, gs_ref, rtol=1e-4, atol=1e-8)
+    assert gp_got.keys() == gp_ref.keys()
+    for name in gp_ref:
+        torch.testing.assert_close(gp_got[name], gp_ref[name], rtol=1e-4,
+                                   atol=1e-8, msg=name)
+    # the global term alone equals get_rela_loss
+    with torch.no_grad():
+        full = m(S, T, samples)
+        m.lambda_fgd = 0.0
+        no_global = m(S, T, samples)
+        rela = m.get_rela_loss(S, T)
+    torch.testing.assert_close((full - no_global) / 5e-6, rela, rtol=1e-3,
+                               atol=1e-4)
+
+
 def test_fgd_zero_for_identical_inputs():
     torch.manual_seed(1)
     x = torch.randn(2, 8, 8, 8)

@@ -182,15 +182,43 @@ class FGDLoss(nn.Module):
 
     def spatial_pool(self, x: torch.Tensor, conv_mask: nn.Conv2d
                      ) -> torch.Tensor:
-        """GcBlock context: softmax-weighted sum over H*W, (N, C, 1, 1)."""
+        """GcBlock context: softmax-weighted sum over H*W, (N, C, 1, 1).
+
+        The 1x1 ``conv_mask`` (C -> 1) is applied as a matrix product: same
+        parameters and value as the convolution, but far cheaper to
+        differentiate on CPU than a one-output-channel convolution.
+        """
         N, C, H, W = x.shape
-        weights = F.softmax(conv_mask(x).reshape(N, 1, H * W), dim=2)
-        context = torch.bmm(x.reshape(N, C, H * W), weights.transpose(1, 2))
+        flat = x.reshape(N, C, H * W)
+        logits = torch.matmul(conv_mask.weight.reshape(1, C), flat)
+        weights = F.softmax(logits + conv_mask.bias.reshape(1, 1, 1), dim=2)
+        context = torch.bmm(flat, weights.transpose(1, 2))
         return context.reshape(N, C, 1, 1)
+
+    @staticmethod
+    def channel_add(context: torch.Tensor,
+                    seq: nn.Sequential) -> torch.Tensor:
+        """``channel_add_conv`` on a (N, C, 1, 1) context, as dense layers.
+
+        Equals ``seq(context)``: on a 1x1 map each 1x1 conv is a linear
+        layer and ``LayerNorm([C/2, 1, 1])`` a layer norm over C/2.
+
+        Returns:
+            (N, C) tensor.
+        """
+        conv1, norm, _, conv2 = seq
+        h = F.linear(context.flatten(1), conv1.weight.flatten(1), conv1.bias)
+        h = F.layer_norm(h, (h.shape[1], ), norm.weight.flatten(),
+                         norm.bias.flatten(), norm.eps)
+        return F.linear(F.relu(h), conv2.weight.flatten(1), conv2.bias)
 
     def get_rela_loss(self, preds_S: torch.Tensor,
                       preds_T: torch.Tensor) -> torch.Tensor:
-        """Global relation loss between the GcBlock outputs."""
+        """Global relation loss between the GcBlock outputs (reference form).
+
+        ``sum((S + G_s(S) - T - G_t(T))^2) / N``; :meth:`forward` computes
+        the same value without building the (N, C, H, W) GcBlock outputs.
+        """
         out_s = preds_S + self.channel_add_conv_s(
             self.spatial_pool(preds_S, self.conv_mask_s))
         out_t = preds_T + self.channel_add_conv_t(
@@ -222,13 +250,27 @@ class FGDLoss(nn.Module):
         s_att_s, c_att_s = self.get_attention(S)
         mask_fg, mask_bg = self.get_masks(data_samples, N, H, W, S.device)
 
-        # sum over channels of A_C * (S - T)^2, times A_S: (N, H, W)
-        err = ((S - T).pow(2) * c_att_t[:, :, None, None]).sum(1) * s_att_t
+        # One (N, C, H, W) difference and its square serve every term.
+        diff = S - T
+        sq = diff.square()
+        # sum over channels of A_C * (S - T)^2 as one batched matmul
+        # (N, 1, C) @ (N, C, H*W), times A_S: (N, H, W)
+        err = torch.bmm(c_att_t[:, None, :], sq.reshape(N, C, H * W))
+        err = err.reshape(N, H, W) * s_att_t
         fg_loss = (err * mask_fg).sum() / N
         bg_loss = (err * mask_bg).sum() / N
         mask_loss = ((c_att_s - c_att_t).abs().sum() +
                      (s_att_s - s_att_t).abs().sum()) / N
-        rela_loss = self.get_rela_loss(preds_S, preds_T)
+        # Global term: the GcBlock adds one vector per image and channel,
+        # so with D = S - T and e = G_s(S) - G_t(T) of shape (N, C, 1, 1):
+        # sum((D + e)^2) = sum(D^2) + 2 sum_nc e * sum_hw D + H*W * sum(e^2)
+        # (= get_rela_loss, without materialising S + G_s(S), T + G_t(T)).
+        e = (self.channel_add(self.spatial_pool(S, self.conv_mask_s),
+                              self.channel_add_conv_s) -
+             self.channel_add(self.spatial_pool(T, self.conv_mask_t),
+                              self.channel_add_conv_t))
+        rela_loss = (sq.sum() + 2 * (e * diff.sum(dim=(2, 3))).sum() +
+                     H * W * e.square().sum()) / N
         loss = (self.alpha_fgd * fg_loss + self.beta_fgd * bg_loss +
                 self.gamma_fgd * mask_loss + self.lambda_fgd * rela_loss)
         return self.loss_weight * loss
