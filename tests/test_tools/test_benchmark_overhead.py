@@ -24,3 +24,37 @@ def test_benchmark_reports_every_phase():
     assert out['overhead_ratio'] == pytest.approx(expected, rel=1e-2)
     assert {'student_step_peak_mb', 'teacher_forward_peak_mb',
             'distill_step_peak_mb'} <= set(out)
+
+
+def test_phases_of_a_round_draw_the_same_samples():
+    # The benchmark re-seeds before every phase so the student part of
+    # the distill step samples the same RoIs as the student step: the
+    # student's losses (which depend on the sampled RoIs) repeat exactly.
+    import torch
+    from mmengine.registry import DefaultScope
+
+    from tools.analysis_tools.benchmark_overhead import (make_batch,
+                                                         seed_everything)
+    from visionkd.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'configs',
+                                   'faster_rcnn_bccd_tiny_kd.py'))
+    cfg.model.teacher_ckpt = None
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    model.train()
+    data = make_batch(model, 2, (96, 96))
+
+    def student_losses(seed):
+        seed_everything(seed)
+        with torch.no_grad():
+            losses = model.student.loss(data['inputs'], data['data_samples'])
+        model._clear_records()
+        return {k: torch.stack(v).sum() if isinstance(v, list) else v
+                for k, v in losses.items()}
+
+    first, again, other = student_losses(0), student_losses(0), \
+        student_losses(1)
+    for key in first:
+        torch.testing.assert_close(first[key], again[key], rtol=0, atol=0)
+    # a different seed samples other RoIs/anchors: some loss changes
+    assert any(not torch.equal(first[k], other[k]) for k in first)

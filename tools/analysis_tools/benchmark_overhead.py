@@ -11,7 +11,10 @@ interleaved over ``--iters`` rounds (medians), and prints JSON with
 ``overhead_ratio = distill_step_s / (student_step_s + teacher_forward_s)``
 (1.0 = distillation adds nothing beyond running the teacher) and the peak
 memory of each phase (CUDA: ``max_memory_allocated``; CPU: peak resident
-set growth sampled every millisecond, approximate)::
+set growth sampled every millisecond, approximate). Every phase of a round
+starts from the same random state, so the student part of the distill
+step samples the same RoIs as the student step of that round (RoIAlign's
+cost depends on the sampled boxes and otherwise dominates the noise)::
 
     python tools/analysis_tools/benchmark_overhead.py \
         configs/kd/faster_rcnn_r101_to_r18.py --input-size 320 320
@@ -77,6 +80,16 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak = max(self.high, rss_mb()) - self.base
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random (samplers draw from all three)."""
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
@@ -153,6 +166,7 @@ def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
         order = names[it % 3:] + names[:it % 3]
         for name in order:
             fn: Callable[[], None] = phases[name]
+            seed_everything(it)
             sync()
             with PeakMemory(dev) as mem:
                 start = time.perf_counter()
