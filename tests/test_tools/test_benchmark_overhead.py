@@ -33,8 +33,10 @@ def test_phases_of_a_round_draw_the_same_samples():
     import torch
     from mmengine.registry import DefaultScope
 
-    from tools.analysis_tools.benchmark_overhead import (make_batch,
-                                                         seed_everything)
+    from tools.analysis_tools.benchmark_overhead import (
+        make_batch,
+        seed_everything,
+    )
     from visionkd.registry import MODELS
     cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'configs',
                                    'faster_rcnn_bccd_tiny_kd.py'))

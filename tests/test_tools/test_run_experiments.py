@@ -74,6 +74,33 @@ def test_results_table_math(tmp_path):
     assert '| fgd | 41.0 | 41.0 / – | +0.0 | 0 % | – |' in text
 
 
+def test_results_table_other_family_reads_against_its_own_rows(tmp_path):
+    # LD trains a GFL student: its gain and gap use the GFL teacher and
+    # baseline, which the table shows right above it.
+    methods = methods_for('det', ['pkd', 'ld'])
+    results = {
+        'teacher': dict(metric=50.0), 'teacher_gfl': dict(metric=40.0),
+        'baseline_seed0': dict(metric=40.0),
+        'baseline_seed1': dict(metric=42.0),
+        'baseline_gfl_seed0': dict(metric=30.0),
+        'baseline_gfl_seed1': dict(metric=32.0),
+        'pkd_seed0': dict(metric=45.0), 'pkd_seed1': dict(metric=46.0),
+        'ld_seed0': dict(metric=35.0), 'ld_seed1': dict(metric=36.0)}
+    doc = build_results('det', 'bbox_mAP', [0, 1], results, methods,
+                        'faster_rcnn', {}, dict(preset='x'))
+    assert doc['methods']['ld']['arch'] == 'gfl'
+    assert doc['methods']['ld']['teacher'] == {'metric': 40.0}
+    assert 'arch' not in doc['methods']['pkd']
+    path = str(tmp_path / 'r.md')
+    write_markdown(doc, path, 'T')
+    rows = [r for r in open(path).read().splitlines() if r.startswith('| ')]
+    names = [r.split(' | ')[0][2:] for r in rows[1:]]
+    assert names == ['teacher', 'baseline student', 'pkd', 'teacher (gfl)',
+                     'baseline student (gfl)', 'ld']
+    # ld 35.5 vs GFL baseline 31.0: +4.5 = 50 % of the 9-point GFL gap
+    assert rows[-1] == '| ld | 35.5 ± 0.7 | 35.0 / 36.0 | +4.5 | 50 % | yes |'
+
+
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_every_method_builds_on_the_preset_models(task):
     """Each method's terms build a distiller with the preset's models."""

@@ -29,7 +29,7 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
     [per seed]}, "methods": {name: {"metric": [per seed], "config": path}},
     "schedule": {...}}``. A seed that has not finished is ``null``. A
     method of another model family also gets its own ``teacher`` and
-    ``baseline`` entries.
+    ``baseline`` entries and its family name as ``arch``.
     """
     def metric_of(name: str) -> Optional[float]:
         res = results.get(name)
@@ -49,6 +49,7 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
                      config=configs.get(m.name))
         arch = m.arch or default_arch
         if arch != default_arch:
+            entry['arch'] = arch
             entry['teacher'] = dict(metric=metric_of(f'teacher{sfx(arch)}'))
             entry['baseline'] = dict(metric=[
                 metric_of(f'baseline{sfx(arch)}_seed{s}') for s in seeds])
@@ -113,10 +114,28 @@ def write_markdown(doc: dict, path: str, title: str,
         '| | | |',
         f'| baseline student | {_fmt(bm, bs, bn)} | {_seeds(base)} | | | |',
     ]
+    # methods of the main family first, then one block per other family
+    # (its own teacher and baseline, e.g. LD on GFL) so every gain reads
+    # against the rows right above it
+    families: Dict[Optional[str], List[str]] = {}
     for name, entry in doc['methods'].items():
-        t = entry.get('teacher', {}).get('metric', teacher)
-        b = entry.get('baseline', {}).get('metric', base)
-        lines.append(_method_row(name, entry['metric'], t, b))
+        families.setdefault(entry.get('arch'), []).append(name)
+    for arch, names in families.items():
+        if arch is not None:
+            first = doc['methods'][names[0]]
+            t = first['teacher']['metric']
+            b = first['baseline']['metric']
+            m_, s_, n_ = mean_std(b)
+            lines += [
+                f'| teacher ({arch}) | '
+                f'{"n/a" if t is None else f"{t:.1f}"} | | | | |',
+                f'| baseline student ({arch}) | {_fmt(m_, s_, n_)} | '
+                f'{_seeds(b)} | | | |']
+        for name in names:
+            entry = doc['methods'][name]
+            t = entry.get('teacher', {}).get('metric', teacher)
+            b = entry.get('baseline', {}).get('metric', base)
+            lines.append(_method_row(name, entry['metric'], t, b))
     lines += [
         '',
         f'{metric} on the val split, 0-100; std is the sample standard '
