@@ -32,27 +32,54 @@ def plot_results(doc: dict, curves: Dict[str, Dict[str, Dict[int, float]]],
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     ax = axes[0]
-    names = ['baseline'] + list(doc['methods'])
-    series = [doc['baseline']['metric']] + [
-        doc['methods'][n]['metric'] for n in doc['methods']]
+    # one group of bars per model family: its baseline (grey), then its
+    # methods; the family's teacher is a dashed line over its group
+    groups: Dict[Optional[str], List[str]] = {}
+    for name, entry in doc['methods'].items():
+        groups.setdefault(entry.get('arch'), []).append(name)
+    groups.setdefault(None, [])
+    order = [None] + [a for a in groups if a is not None]
+    names, series, greys, spans = [], [], [], []
+    for arch in order:
+        methods = groups[arch]
+        if arch is None:
+            base, teacher = doc['baseline']['metric'], doc['teacher']['metric']
+        else:
+            first = doc['methods'][methods[0]]
+            base, teacher = first['baseline']['metric'], \
+                first['teacher']['metric']
+        start = len(names)
+        greys.append(start)
+        names.append('baseline' if arch is None else f'baseline ({arch})')
+        series.append(base)
+        for n in methods:
+            names.append(n)
+            series.append(doc['methods'][n]['metric'])
+        spans.append((arch, start, len(names) - 1, teacher))
     for i, values in enumerate(series):
         mean, std, n = mean_std(values)
         if mean is None:
             continue
         ax.bar(i, mean, yerr=std if n > 1 else None, capsize=4,
-               color='0.6' if i == 0 else 'C0', alpha=0.8)
+               color='0.6' if i in greys else 'C0', alpha=0.8)
         pts = [v for v in values if v is not None]
         ax.scatter([i] * len(pts), pts, color='k', s=12, zorder=3)
-    teacher = doc['teacher']['metric']
-    if teacher is not None:
-        ax.axhline(teacher, color='C3', ls='--', label=f'teacher '
-                   f'{teacher:.1f}')
-        ax.legend(loc='lower right')
+    teachers = []
+    for k, (arch, lo_i, hi_i, teacher) in enumerate(spans):
+        if teacher is None:
+            continue
+        teachers.append(teacher)
+        label = 'teacher' if arch is None else f'teacher ({arch})'
+        ax.hlines(teacher, lo_i - 0.45, hi_i + 0.45, colors=f'C{3 + k}',
+                  linestyles='--', label=f'{label} {teacher:.1f}')
+    if teachers:
+        ax.legend(loc='upper right', fontsize=8, ncol=len(teachers))
     vals = [v for s in series for v in s if v is not None]
     if vals:
-        lo = min(vals + ([teacher] if teacher is not None else []))
-        hi = max(vals + ([teacher] if teacher is not None else []))
-        ax.set_ylim(max(0.0, lo - 0.25 * (hi - lo + 1)), hi + 0.15 *
+        lo = min(vals + teachers)
+        hi = max(vals + teachers)
+        # headroom above the tallest bar for the legend
+        ax.set_ylim(max(0.0, lo - 0.25 * (hi - lo + 1)), hi + 0.3 *
                     (hi - lo + 1))
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha='right')
