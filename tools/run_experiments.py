@@ -82,6 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='a trained teacher of the preset; skips '
                         'teacher training')
     parser.add_argument('--work-dir', required=True)
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs trained at the same time; a distilled '
+                        'student waits for its teacher; each run gets '
+                        'cpu_count // jobs threads unless OMP_NUM_THREADS is '
+                        'set (default: 1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config')
     return parser.parse_args(argv)
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
         task=args.task, data=data, work_dir=args.work_dir,
         preset=args.preset, methods=args.methods, seeds=args.seeds,
         teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
-        student_iters=args.student_iters,
+        student_iters=args.student_iters, jobs=args.jobs,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
                         if k in os.environ) +

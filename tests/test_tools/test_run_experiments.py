@@ -209,3 +209,104 @@ def test_seg_command_line(tmp_path, capsys):
     assert 'loss_kd_logits' in (work / 'runs' / 'cwd_seed0' /
                                 'run.log').read_text()
     assert '| cwd |' in text
+
+
+def _fake_executor(events, lock, fail=(), together=1):
+    """Stand-in for execute_run: records start/end and returns a result (or
+    fails for the run names in ``fail``). The teacher finishes only once
+    ``together`` runs have started (or after 30 s), so what may run beside
+    it does not depend on timing."""
+    import threading
+    import time
+
+    from visionkd.experiments.run_executor import RunFailed
+    gate = threading.Event()
+
+    def execute(run, root, task, checkpoint=None, echo=print, threads=None):
+        with lock:
+            events.append(('start', run.name, threading.get_ident(),
+                           threads))
+            if sum(e[0] == 'start' for e in events) >= together:
+                gate.set()
+        if run.role == 'teacher':
+            gate.wait(30)
+        time.sleep(0.05)
+        with lock:
+            events.append(('end', run.name))
+        if run.name in fail:
+            raise RunFailed(f'{run.name}: boom')
+        return dict(name=run.name, metric=40.0, checkpoint=f'{run.name}.pth',
+                    config=run.config_path(root), seconds=0.05,
+                    iters=run.iters, resumed_from=0)
+    return execute
+
+
+@needs_data
+@pytest.mark.parametrize('jobs', [1, 3])
+def test_jobs_schedule_students_after_their_teacher(tmp_path, monkeypatch,
+                                                    jobs):
+    import threading
+
+    import visionkd.experiments.experiment as experiment
+    events, lock = [], threading.Lock()
+    monkeypatch.setattr(experiment, 'execute_run',
+                        _fake_executor(events, lock, together=jobs))
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(experiment.os, 'cpu_count', lambda: 6)
+    opts = _det_opts(tmp_path, jobs=jobs)
+    opts.methods, opts.seeds = ['fitnet'], [0, 1]
+    doc = experiment.run_experiments(opts, echo=lambda line: None)
+    assert doc['methods']['fitnet']['metric'] == [40.0, 40.0]
+    starts = [e[1] for e in events if e[0] == 'start']
+    order = [e[:2] for e in events]
+    teacher_end = order.index(('end', 'teacher'))
+    for name in ('fitnet_seed0', 'fitnet_seed1'):
+        assert order.index(('start', name)) > teacher_end
+    if jobs == 1:
+        # one at a time, in plan order, threads inherited
+        assert starts == ['teacher', 'baseline_seed0', 'fitnet_seed0',
+                          'baseline_seed1', 'fitnet_seed1']
+        assert all(e[0] == 'start' and e[3] is None or e[0] == 'end'
+                   for e in events)
+        assert all(order[i][0] != order[i + 1][0] or order[i][0] == 'end'
+                   for i in range(len(order) - 1))
+    else:
+        # baselines train beside the teacher; 6 cores / 3 jobs = 2 threads
+        assert order.index(('start', 'baseline_seed0')) < teacher_end
+        assert order.index(('start', 'baseline_seed1')) < teacher_end
+        assert {e[3] for e in events if e[0] == 'start'} == {2}
+        running = peak = 0
+        for e in events:
+            running += 1 if e[0] == 'start' else -1
+            peak = max(peak, running)
+        assert peak <= 3  # never more than jobs at a time
+
+
+@needs_data
+def test_jobs_failed_teacher_skips_its_students(tmp_path, monkeypatch):
+    import threading
+
+    import visionkd.experiments.experiment as experiment
+    events, lock = [], threading.Lock()
+    monkeypatch.setattr(experiment, 'execute_run',
+                        _fake_executor(events, lock, fail={'teacher'},
+                                       together=2))
+    opts = _det_opts(tmp_path, jobs=2)
+    opts.methods, opts.seeds = ['fitnet'], [0]
+    with pytest.raises(ExperimentFailed, match='fitnet_seed0'):
+        experiment.run_experiments(opts, echo=lambda line: None)
+    started = {e[1] for e in events if e[0] == 'start'}
+    assert started == {'teacher', 'baseline_seed0'}
+    with pytest.raises(ValueError, match='jobs'):
+        experiment.run_experiments(_det_opts(tmp_path, jobs=0),
+                                   echo=lambda line: None)
+
+
+def test_subprocess_env_threads(monkeypatch):
+    from visionkd.experiments.run_executor import _subprocess_env
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    monkeypatch.setenv('OMP_NUM_THREADS', '8')
+    assert _subprocess_env()['OMP_NUM_THREADS'] == '8'
+    env = _subprocess_env(threads=2)
+    assert env['OMP_NUM_THREADS'] == '2'
+    assert env['OMP_WAIT_POLICY'] == 'PASSIVE'

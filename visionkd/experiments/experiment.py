@@ -3,6 +3,8 @@ import dataclasses
 import json
 import os
 import os.path as osp
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -37,6 +39,10 @@ class ExperimentOptions:
         teacher_iters: Overrides the preset's teacher iterations.
         student_iters: Overrides the preset's student iterations.
         command: The command line, quoted in ``results.md``.
+        jobs: Runs trained at the same time (each a subprocess). A
+            distilled student waits for its teacher; teachers and baselines
+            start at once. Unless ``OMP_NUM_THREADS`` is set, each run gets
+            ``cpu_count // jobs`` threads.
     """
 
     task: str
@@ -51,6 +57,7 @@ class ExperimentOptions:
     student_iters: Optional[int] = None
     command: Optional[str] = None
     title: Optional[str] = field(default=None)
+    jobs: int = 1
 
 
 class ExperimentFailed(RuntimeError):
@@ -147,52 +154,94 @@ def run_experiments(opts: ExperimentOptions,
                          opts.cfg_options)
         return write_config(cfg, run.config_path(root))
 
-    echo(f'{len(plan)} runs ({opts.task}, preset {preset.name}, seeds '
-         f'{seeds}, methods {[m.name for m in methods]}) in {root}')
-    progress = Progress(plan, echo)
+    if opts.jobs < 1:
+        raise ValueError(f'jobs must be >= 1, got {opts.jobs}')
+    lock = threading.Lock()
+
+    def say(line: str) -> None:  # runs print from worker threads too
+        with lock:
+            echo(line)
+
+    threads = None
+    if opts.jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // opts.jobs)
+    say(f'{len(plan)} runs ({opts.task}, preset {preset.name}, seeds '
+        f'{seeds}, methods {[m.name for m in methods]}) in {root}' +
+        (f', {opts.jobs} at a time' if opts.jobs > 1 else ''))
+    progress = Progress(plan, say, jobs=opts.jobs)
     results: Dict[str, dict] = {}
     configs: Dict[str, str] = {}
     teacher_ckpts: Dict[str, str] = {}
+    failed_teachers = set()
     failed: List[str] = []
+    pending: List[Run] = []
     for run in plan:
         prev = read_result(run.work_dir(root))
-        if prev is not None:
-            results[run.name] = prev
-            if run.role == 'teacher':
-                teacher_ckpts[run.arch] = prev['checkpoint']
-            if run.method is not None:
-                configs[run.method.name] = prev['config']
-            progress.finish(run, prev, skipped=True)
+        if prev is None:
+            pending.append(run)
             continue
-        ckpt = None
-        if run.role == 'distill':
-            ckpt = teacher_ckpts.get(run.arch)
-            if ckpt is None:
-                echo(f'    {run.name}: skipped, its teacher failed')
-                failed.append(run.name)
-                progress.finish(run, None)
-                continue
-        path = config_for(run, ckpt)
-        if run.method is not None:
-            configs[run.method.name] = osp.abspath(path)
-        progress.start(run, 'evaluating the given teacher'
-                       if run.iters == 0 else 'training')
-        try:
-            res = execute_run(
-                run, root, opts.task,
-                checkpoint=opts.teacher_ckpt if run.iters == 0 else None,
-                echo=echo)
-        except RunFailed as e:
-            echo(f'    {e}')
-            failed.append(run.name)
-            progress.finish(run, None)
-            continue
-        results[run.name] = res
+        results[run.name] = prev
         if run.role == 'teacher':
-            teacher_ckpts[run.arch] = res['checkpoint']
-        progress.finish(run, res)
-        _write_reports(opts, preset, seeds, methods, plan, results, configs,
-                       classes)
+            teacher_ckpts[run.arch] = prev['checkpoint']
+        if run.method is not None:
+            configs[run.method.name] = prev['config']
+        progress.finish(run, prev, skipped=True)
+
+    def state(run: Run) -> str:
+        """'go', 'wait' (teacher not trained yet) or 'skip'."""
+        if run.role != 'distill' or run.arch in teacher_ckpts:
+            return 'go'
+        return 'skip' if run.arch in failed_teachers else 'wait'
+
+    running: Dict = {}
+    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+        while pending or running:
+            for run in list(pending):  # plan order: teachers first
+                if len(running) >= opts.jobs:
+                    break
+                st = state(run)
+                if st == 'wait':
+                    continue
+                pending.remove(run)
+                if st == 'skip':
+                    say(f'    {run.name}: skipped, its teacher failed')
+                    failed.append(run.name)
+                    progress.finish(run, None)
+                    continue
+                ckpt = teacher_ckpts[run.arch] \
+                    if run.role == 'distill' else None
+                path = config_for(run, ckpt)
+                if run.method is not None:
+                    configs[run.method.name] = osp.abspath(path)
+                progress.start(run, 'evaluating the given teacher'
+                               if run.iters == 0 else 'training')
+                fut = pool.submit(
+                    execute_run, run, root, opts.task,
+                    checkpoint=opts.teacher_ckpt if run.iters == 0 else None,
+                    echo=say, threads=threads)
+                running[fut] = run
+            if not running:  # only runs whose teacher never ran: skip them
+                for run in pending:
+                    failed_teachers.add(run.arch)
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                run = running.pop(fut)
+                try:
+                    res = fut.result()
+                except RunFailed as e:
+                    say(f'    {e}')
+                    failed.append(run.name)
+                    if run.role == 'teacher':
+                        failed_teachers.add(run.arch)
+                    progress.finish(run, None)
+                    continue
+                results[run.name] = res
+                if run.role == 'teacher':
+                    teacher_ckpts[run.arch] = res['checkpoint']
+                progress.finish(run, res)
+                _write_reports(opts, preset, seeds, methods, plan, results,
+                               configs, classes)
     doc = _write_reports(opts, preset, seeds, methods, plan, results,
                          configs, classes)
     echo(f'results: {osp.join(root, "results.md")}')

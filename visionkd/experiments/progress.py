@@ -25,17 +25,21 @@ class Progress:
     The ETA sums, over the runs still to do, their iterations times the
     seconds per trained iteration (evaluation included) measured in this
     session: of the same config (another seed) if there is one, else of
-    runs with the same iteration count, else of any run.
+    runs with the same iteration count, else of any run; with ``jobs`` runs
+    at a time, divided by ``jobs`` (their seconds were measured side by
+    side, so this assumes the runs keep the workers busy).
 
     Args:
         runs: All runs of the experiment, in order.
         echo: Where lines go.
+        jobs: Runs trained at the same time.
     """
 
     def __init__(self, runs: List[Run],
-                 echo: Callable[[str], None] = print) -> None:
+                 echo: Callable[[str], None] = print, jobs: int = 1) -> None:
         self.runs = runs
         self.echo = echo
+        self.jobs = max(1, jobs)
         self.rate: Dict[str, List[float]] = {}
         self.rate_by_iters: Dict[int, List[float]] = {}
         self.done = set()
@@ -59,7 +63,7 @@ class Progress:
             if rate is None:
                 return None
             total += rate * run.iters
-        return total
+        return total / self.jobs
 
     def start(self, run: Run, note: str = '') -> None:
         i = self.runs.index(run) + 1

@@ -56,7 +56,7 @@ def checkpoint_iter(path: Optional[str]) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _subprocess_env() -> dict:
+def _subprocess_env(threads: Optional[int] = None) -> dict:
     """The runner's environment, with passive OpenMP waiting by default.
 
     OpenMP threads that spin while waiting make torch several times slower
@@ -66,11 +66,14 @@ def _subprocess_env() -> dict:
     """
     env = os.environ.copy()
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    if threads is not None:
+        env['OMP_NUM_THREADS'] = str(threads)
     return env
 
 
 def _stream(cmd: List[str], log_path: str,
-            echo: Callable[[str], None], prefix: str) -> List[str]:
+            echo: Callable[[str], None], prefix: str,
+            threads: Optional[int] = None) -> List[str]:
     """Run ``cmd``; append its output to the log; echo progress lines."""
     lines = []
     with open(log_path, 'a') as log:
@@ -78,7 +81,7 @@ def _stream(cmd: List[str], log_path: str,
         log.flush()
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
-                                env=_subprocess_env())
+                                env=_subprocess_env(threads))
         for line in proc.stdout:
             log.write(line)
             log.flush()
@@ -102,7 +105,8 @@ def _test_metric(lines: List[str]) -> Optional[dict]:
 
 def execute_run(run: Run, root: str, task: str,
                 checkpoint: Optional[str] = None,
-                echo: Callable[[str], None] = print) -> dict:
+                echo: Callable[[str], None] = print,
+                threads: Optional[int] = None) -> dict:
     """Train (or resume) and evaluate one run; return its result record.
 
     Args:
@@ -112,6 +116,7 @@ def execute_run(run: Run, root: str, task: str,
         checkpoint: For an evaluation-only run (``run.iters == 0``), the
             checkpoint to evaluate.
         echo: Where progress lines go.
+        threads: ``OMP_NUM_THREADS`` of the subprocesses (None: inherit).
 
     Returns:
         ``dict(name, role, method, seed, metric, checkpoint, config, log,
@@ -136,7 +141,7 @@ def execute_run(run: Run, root: str, task: str,
             resumed_from = checkpoint_iter(ckpt)
             echo(f'    {run.name}: resuming from {ckpt}')
             cmd.append('--resume')
-        _stream(cmd + seed_opt, log, echo, run.name)
+        _stream(cmd + seed_opt, log, echo, run.name, threads)
         checkpoint = last_checkpoint(work_dir)
         if checkpoint is None or checkpoint_iter(checkpoint) != run.iters:
             raise RunFailed(f'{run.name}: training ended without the '
@@ -148,7 +153,7 @@ def execute_run(run: Run, root: str, task: str,
             raise RunFailed(f'{run.name}: no checkpoint to evaluate')
         lines = _stream([sys.executable, _TEST, config, checkpoint,
                          '--work-dir', osp.join(work_dir, 'test')] +
-                        seed_opt, log, echo, run.name)
+                        seed_opt, log, echo, run.name, threads)
         metrics = _test_metric(lines)
         if metrics == {} and key.startswith('coco/'):
             # mmdet's CocoMetric returns no metrics when the model detected
