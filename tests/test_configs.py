@@ -1,6 +1,14 @@
-"""Every distiller config in configs/ builds (no checkpoint, no download)."""
+"""Every distiller config in configs/ builds (no checkpoint, no download),
+with the state-dict keys of the committed list (existing checkpoints load).
+
+Regenerate the list after a deliberate change of a config's parameters:
+``python -m tests.test_configs --write-state-dict-keys``.
+"""
 import glob
+import hashlib
+import json
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -16,6 +24,29 @@ KD_CONFIGS = sorted(
     if "'visionkd." in open(p).read())
 
 
+#: the distiller's own keys (connectors, loss parameters) per config, and
+#: the student's keys as a count and a hash (they are mmdet's/mmseg's)
+STATE_KEYS = osp.join(REPO, 'tests', 'data', 'distiller_state_dict_keys.json')
+
+
+def state_dict_summary(model) -> dict:
+    """The distiller's non-student keys in full, the student's as a hash."""
+    keys = sorted(model.state_dict())
+    student = [k for k in keys if k.startswith('student.')]
+    return dict(
+        distiller_keys=[k for k in keys if not k.startswith('student.')],
+        student_keys=len(student),
+        student_keys_sha256=hashlib.sha256(
+            '\n'.join(student).encode()).hexdigest())
+
+
+def build_config_model(path: str):
+    cfg = Config.fromfile(path)
+    cfg.model.teacher_ckpt = None
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return cfg, MODELS.build(cfg.model)
+
+
 def test_kd_configs_exist():
     names = {osp.basename(p) for p in KD_CONFIGS}
     assert {'faster_rcnn_r101_to_r18.py',
@@ -25,12 +56,17 @@ def test_kd_configs_exist():
 @pytest.mark.parametrize('path', KD_CONFIGS,
                          ids=[osp.relpath(p, REPO) for p in KD_CONFIGS])
 def test_kd_config_builds(path):
-    cfg = Config.fromfile(path)
+    cfg, model = build_config_model(path)
     assert cfg.model.type.startswith('visionkd.')
-    cfg.model.teacher_ckpt = None
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
     assert len(model.distill_terms) >= 1
+    committed = json.load(open(STATE_KEYS))
+    rel = osp.relpath(path, REPO)
+    assert rel in committed, (f'{rel} has no entry in {STATE_KEYS}; run '
+                              f'python -m tests.test_configs '
+                              f'--write-state-dict-keys')
+    assert state_dict_summary(model) == committed[rel], (
+        f'the state-dict keys of {rel} changed: its checkpoints would no '
+        f'longer load')
     for term in model.distill_terms.values():
         assert term.num_levels >= 1
     # short configs: teacher/student by reference, data/schedule by _base_
@@ -39,3 +75,21 @@ def test_kd_config_builds(path):
     assert not any(p.requires_grad for p in model.teacher.parameters())
     del model
     torch.set_grad_enabled(True)
+
+
+def write_state_dict_keys() -> None:
+    """Write the state-dict summary of every config to STATE_KEYS."""
+    import visionkd  # noqa: F401
+    out = {}
+    for path in KD_CONFIGS:
+        _, model = build_config_model(path)
+        out[osp.relpath(path, REPO)] = state_dict_summary(model)
+        del model
+    with open(STATE_KEYS, 'w') as f:
+        json.dump(out, f, indent=1, sort_keys=True)
+        f.write('\n')
+    print(f'wrote {len(out)} configs to {STATE_KEYS}')
+
+
+if __name__ == '__main__' and '--write-state-dict-keys' in sys.argv:
+    write_state_dict_keys()

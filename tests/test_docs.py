@@ -4,11 +4,10 @@ import glob
 import os.path as osp
 import re
 
-import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import BCCD_MINI, REPO
 
 DOCS = osp.join(REPO, 'docs')
 
@@ -31,8 +30,6 @@ def _recipe_configs() -> dict:
     return out
 
 
-@pytest.mark.skipif(not osp.isdir(SHARED_DATA),
-                    reason='../shared/data is not present')
 def test_custom_dataset_recipe_builds(tmp_path):
     configs = _recipe_configs()
     assert len(configs) == 3, sorted(configs)
@@ -42,8 +39,7 @@ def test_custom_dataset_recipe_builds(tmp_path):
     # step 2: the dataset config, copied from the example it names
     base = _read(osp.join(REPO, 'configs', '_base_', 'datasets',
                           'bccd_mini.py'))
-    base = re.sub(r"data_root = .*", "data_root = '%s/'" % osp.join(
-        SHARED_DATA, 'bccd'), base)
+    base = re.sub(r"data_root = .*", "data_root = '%s/'" % BCCD_MINI, base)
     ds = tmp_path / 'configs' / '_base_' / 'datasets' / 'my_det.py'
     ds.parent.mkdir(parents=True)
     ds.write_text(base)
@@ -54,7 +50,7 @@ def test_custom_dataset_recipe_builds(tmp_path):
     assert teacher.model.roi_head.bbox_head.num_classes == 2
     assert student.model.backbone.depth == 18
     kd = Config.fromfile(str(my / 'faster_rcnn_r50_to_r18_my_det_fgd.py'))
-    assert kd.train_dataloader.dataset.data_root.startswith(SHARED_DATA)
+    assert kd.train_dataloader.dataset.data_root.startswith(BCCD_MINI)
     assert kd.model.teacher_ckpt == 'work_dirs/teacher/epoch_12.pth'
     kd.model.teacher_ckpt = None
     from visionkd.registry import MODELS

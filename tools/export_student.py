@@ -17,8 +17,8 @@ from typing import Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
+import torch
+from mmengine.config import Config
 
 PREFIX = 'student.'
 

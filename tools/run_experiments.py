@@ -27,16 +27,16 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
+from mmengine.config import DictAction
 
-from visionkd.experiments import (  # noqa: E402
+from visionkd.experiments import (
     METHODS,
     PRESETS,
     ExperimentOptions,
     run_experiments,
 )
-from visionkd.experiments.dataset_configs import DataSpec  # noqa: E402
-from visionkd.experiments.experiment import ExperimentFailed  # noqa: E402
+from visionkd.experiments.dataset_configs import DataSpec
+from visionkd.experiments.experiment import ExperimentFailed
 
 #: Environment variables quoted with the command in results.md.
 _ENV_SHOWN = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')

@@ -13,12 +13,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-import visionkd  # noqa: E402,F401
-from tools.common import load_config  # noqa: E402
+import visionkd  # noqa: F401
+from tools.common import load_config
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,7 +10,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-__all__ = ['MODELS', 'HOOKS']
+__all__ = ['MODELS', 'HOOKS', 'TERM_MODES']
 
 #: Distillers, connectors and distillation losses.
 MODELS = Registry(
@@ -25,3 +25,11 @@ HOOKS = Registry(
     parent=MMENGINE_HOOKS,
     scope='visionkd',
     locations=['visionkd.engine'])
+
+#: Distillation term modes, keyed by the ``mode`` of a ``distill_terms``
+#: entry (``'feature'``, ``'roi'``, ``'ld'``, ...); see
+#: :class:`visionkd.models.distillers.terms.BaseDistillTerm`.
+TERM_MODES = Registry(
+    'distill term mode',
+    scope='visionkd',
+    locations=['visionkd.models.distillers.terms'])

@@ -12,13 +12,9 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import BCCD_MINI, REPO, SHARED_DATA, needs_shared_data
 
 EXAMPLE = osp.join(REPO, 'projects', 'plain_openmmlab_example', 'configs')
-
-pytestmark = pytest.mark.skipif(
-    not osp.isdir(SHARED_DATA), reason='../shared/data is not present')
-
 
 @pytest.fixture
 def no_scope_leak():
@@ -65,7 +61,7 @@ def test_mmdet_config_with_visionkd_distiller(tmp_path, no_scope_leak):
     cfg = Config.fromfile(osp.join(EXAMPLE, 'faster_rcnn_r18_distill_bccd.py'))
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports.imports == ['visionkd']
-    bccd = osp.join(SHARED_DATA, 'bccd') + '/'
+    bccd = BCCD_MINI + '/'  # the embedded BCCD subset (320x240)
     cfg.train_dataloader.dataset.data_root = bccd
     cfg.train_dataloader.dataset.indices = 4
     # 320x240 instead of COCO's 1333x800 keeps the CPU test fast
@@ -81,6 +77,7 @@ def test_mmdet_config_with_visionkd_distiller(tmp_path, no_scope_leak):
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
 
 
+@needs_shared_data
 def test_mmseg_config_with_visionkd_loss_alone(tmp_path, no_scope_leak):
     cfg = Config.fromfile(osp.join(EXAMPLE, 'pspnet_r18_selfkd_camvid.py'))
     assert cfg.default_scope == 'mmseg'

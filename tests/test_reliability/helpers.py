@@ -11,7 +11,10 @@ import torch
 from tests.conftest import REPO
 
 CFG_DIR = osp.join(REPO, 'tests', 'data', 'configs')
+#: CamVid (../shared/data) segmentation micro distillation
 MICRO_KD = osp.join(CFG_DIR, 'pspnet_camvid_micro_kd.py')
+#: The same on the embedded BCCD subset (runs on a fresh clone)
+DET_MICRO_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_mini_micro_kd.py')
 
 
 def tool_env() -> Dict[str, str]:
@@ -45,8 +48,10 @@ def save_teacher_ckpt(config: str, path: str, seed: int = 123) -> None:
     from visionkd.utils import resolve_model_cfg
     cfg = Config.fromfile(config)
     scope = 'mmseg' if 'Segmentation' in cfg.model.type else 'mmdet'
-    teacher = MODELS.build(
-        resolve_model_cfg(cfg.model.teacher.to_dict(), scope, 'teacher'))
+    spec = cfg.model.teacher  # a config path or a model dict
+    if not isinstance(spec, str):
+        spec = spec.to_dict()
+    teacher = MODELS.build(resolve_model_cfg(spec, scope, 'teacher'))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in teacher.parameters():

@@ -7,8 +7,8 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA, build_distiller, tiny_faster_rcnn
-from tests.test_reliability.helpers import MICRO_KD, run_tool
+from tests.conftest import build_distiller, tiny_faster_rcnn
+from tests.test_reliability.helpers import DET_MICRO_KD, run_tool
 
 FEAT = dict(student='decode_head.bottleneck',
             teacher='decode_head.bottleneck')
@@ -58,9 +58,10 @@ def test_gt_loss_on_a_batch_without_ground_truth(seg_batch):
     for sample in samples:
         del sample.gt_sem_seg
     # the student's own loss needs labels too; check the term alone
+    from tests.test_models.test_distillers.helpers import StubRecords
     feats = [torch.randn(2, 32, 8, 8)]
     with pytest.raises(ValueError) as info:
-        model.distill_terms['ifvd'](feats, feats, samples)
+        model.distill_terms['ifvd'](StubRecords(feats, feats), samples)
     msg = str(info.value)
     assert "'ifvd'" in msg and '`gt_sem_seg`' in msg
     assert 'LoadAnnotations' in msg
@@ -100,28 +101,26 @@ def test_config_file_missing_or_invalid(tmp_path, text, words):
         assert word in msg, msg
 
 
-@pytest.mark.skipif(not osp.isdir(SHARED_DATA),
-                    reason='../shared/data is not present')
 def test_failed_build_leaves_the_work_dir_untouched(tmp_path):
     work = tmp_path / 'work'
     work.mkdir()
     old = {
         'iter_4.pth': b'previous checkpoint',
         'last_checkpoint': str(work / 'iter_4.pth').encode(),
-        'pspnet_camvid_micro_kd.py': b'# the previous run\'s config dump',
+        osp.basename(DET_MICRO_KD): b'# the previous run\'s config dump',
     }
     for name, data in old.items():
         (work / name).write_bytes(data)
         os.utime(work / name, (1e9, 1e9))
-    proc = run_tool('train.py', MICRO_KD, '--work-dir', str(work),
+    proc = run_tool('train.py', DET_MICRO_KD, '--work-dir', str(work),
                     '--cfg-options',
-                    'model.distill_terms.feat.student=decode_head.bottlenek',
+                    'model.distill_terms.feat.student=neck.fpn_conv.0',
                     check=False)
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()[-1]
-    assert "distill term 'feat': student layer 'decode_head.bottlenek' " \
+    assert "distill term 'feat': student layer 'neck.fpn_conv.0' " \
         'does not exist in the student' in err
-    assert "'decode_head.bottleneck'" in err  # nearest name
+    assert "'neck.fpn_convs.0'" in err  # nearest name
     for name, data in old.items():
         assert (work / name).read_bytes() == data, name
         assert os.stat(work / name).st_mtime == 1e9, name

@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import needs_shared_data
 from tests.test_reliability.helpers import (
     CFG_DIR,
     MICRO_KD,
@@ -19,10 +19,7 @@ from tests.test_reliability.helpers import (
 )
 from tools.export_student import export_student
 
-pytestmark = pytest.mark.skipif(
-    not osp.isdir(SHARED_DATA), reason='../shared/data is not present')
-
-DET_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_tiny_kd.py')
+DET_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_mini_tiny_kd.py')
 
 
 def distiller_ckpt(config: str, path: str) -> dict:
@@ -72,7 +69,7 @@ def prediction_tensors(preds: list, kind: str) -> list:
 
 @pytest.mark.parametrize('kind, config, metric', [
     ('det', DET_KD, 'coco/bbox_mAP'),
-    ('seg', MICRO_KD, 'mIoU'),
+    pytest.param('seg', MICRO_KD, 'mIoU', marks=needs_shared_data),
 ])
 def test_exported_student_evaluates_like_the_distiller(
         tmp_path, kind, config, metric):

@@ -58,14 +58,30 @@ def test_every_registered_loss_is_covered():
     assert registered <= used, registered - used
 
 
+def _two_stage_stub() -> torch.nn.Module:
+    """A model whose ``roi_head`` looks like a 4-class mmdet RoI head."""
+    head = torch.nn.Module()
+    head.bbox_roi_extractor = torch.nn.Identity()
+    head.bbox_head = torch.nn.Module()
+    head.bbox_head.num_classes = 4
+    head._bbox_forward = None
+    model = torch.nn.Module()
+    model.roi_head = head
+    model.with_neck = True
+    return model
+
+
 def test_roi_term_loss_fp32_under_bf16():
     """mode='roi': bf16 head outputs, the RoI KD loss computed in fp32."""
-    from visionkd.models.distillers.roi_distill_term import RoIDistillTerm
+    from tests.test_models.test_distillers.helpers import (
+        StubRecords,
+        build_term,
+    )
     torch.manual_seed(0)
-    term = RoIDistillTerm('roi', dict(
+    term = build_term('roi', dict(
         mode='roi', student='roi_head', teacher='roi_head',
-        loss=dict(type='RoIKDLoss', tau=2.0)))
-    term.build_levels([None], [torch.zeros(1)], True)
+        loss=dict(type='RoIKDLoss', tau=2.0)), [], [torch.zeros(1)],
+        student=_two_stage_stub(), teacher=_two_stage_stub())
     n, c = 8, 4
     cls_s = torch.randn(n, c + 1, requires_grad=True)
     box_s = torch.randn(n, 4 * c, requires_grad=True)
@@ -81,19 +97,21 @@ def test_roi_term_loss_fp32_under_bf16():
                      _return=dict(bbox_targets=(labels, )))]
 
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = term(call(True), [torch.zeros(1)])['loss_kd_roi']
+        out = term(StubRecords(call(True), [torch.zeros(1)]))['loss_kd_roi']
     assert out.dtype == torch.float32 and torch.isfinite(out)
     term.teacher_outputs = lambda feats, rois: dict(
         cls_score=cls_t.bfloat16().float(),
         bbox_pred=box_t.bfloat16().float())
-    ref = term([dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
-                     bbox_pred=box_s.bfloat16().float())],
-               [torch.zeros(1)])['loss_kd_roi']
+    ref = term(StubRecords(
+        [dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
+              bbox_pred=box_s.bfloat16().float())],
+        [torch.zeros(1)]))['loss_kd_roi']
     torch.testing.assert_close(out, ref)
     term.scale = 0.5  # what DistillLossWeightScheduleHook sets
-    half = term([dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
-                      bbox_pred=box_s.bfloat16().float())],
-                [torch.zeros(1)])['loss_kd_roi']
+    half = term(StubRecords(
+        [dict(call(False)[0], cls_score=cls_s.bfloat16().float(),
+              bbox_pred=box_s.bfloat16().float())],
+        [torch.zeros(1)]))['loss_kd_roi']
     torch.testing.assert_close(half, ref * 0.5)
     out.backward()
     assert cls_s.grad is not None and torch.isfinite(cls_s.grad).all()

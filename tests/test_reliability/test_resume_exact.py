@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA, build_distiller
+from tests.conftest import REPO, build_distiller, needs_shared_data
 from tests.test_reliability.helpers import (
+    DET_MICRO_KD,
     MICRO_KD,
     assert_same,
     last_checkpoint,
@@ -21,22 +22,23 @@ from tests.test_reliability.helpers import (
     tool_env,
 )
 
-pytestmark = pytest.mark.skipif(
-    not osp.isdir(SHARED_DATA), reason='../shared/data is not present')
 
-
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+# detection on the embedded BCCD subset; segmentation on CamVid
+@pytest.mark.parametrize('config', [
+    DET_MICRO_KD, pytest.param(MICRO_KD, marks=needs_shared_data)],
+    ids=['det', 'seg'])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, config):
     teacher = str(tmp_path / 'teacher.pth')
-    save_teacher_ckpt(MICRO_KD, teacher)
+    save_teacher_ckpt(config, teacher)
     ref_dir, run_dir = str(tmp_path / 'ref'), str(tmp_path / 'run')
     opts = ['--cfg-options', f'model.teacher_ckpt={teacher}']
     # the reference and the run to be killed start together
     ref = subprocess.Popen(
-        tool_cmd('train.py', MICRO_KD, '--work-dir', ref_dir, *opts),
+        tool_cmd('train.py', config, '--work-dir', ref_dir, *opts),
         cwd=REPO, env=tool_env(), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     victim = subprocess.Popen(
-        tool_cmd('train.py', MICRO_KD, '--work-dir', run_dir, *opts),
+        tool_cmd('train.py', config, '--work-dir', run_dir, *opts),
         cwd=REPO, env=tool_env(), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -52,7 +54,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err[-3000:]
 
-    out = run_tool('train.py', MICRO_KD, '--work-dir', run_dir, '--resume',
+    out = run_tool('train.py', config, '--work-dir', run_dir, '--resume',
                    *opts)
     log = out.stdout + out.stderr
     assert f'resumed epoch: 0, iter: {killed_at}' in log

@@ -5,9 +5,9 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA, build_distiller, tiny_faster_rcnn
+from tests.conftest import build_distiller, tiny_faster_rcnn
 from tests.test_reliability.helpers import (
-    MICRO_KD,
+    DET_MICRO_KD,
     last_checkpoint,
     load,
     run_tool,
@@ -89,12 +89,10 @@ def test_nan_term_raises_with_name_and_iteration(seg_batch):
     assert not torch.isfinite(model(**data, mode='loss')['loss_kd_bad'])
 
 
-@pytest.mark.skipif(not osp.isdir(SHARED_DATA),
-                    reason='../shared/data is not present')
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = tmp_path / 'nan_at_4.py'
     cfg.write_text(
-        f'_base_ = [{MICRO_KD!r}]\n'
+        f'_base_ = [{DET_MICRO_KD!r}]\n'
         "custom_imports = dict(imports=['tests.test_reliability."
         "nan_injection'])\n"
         "model = dict(distill_terms=dict(feat=dict(loss=dict("

@@ -50,7 +50,7 @@ def test_phases_of_a_round_draw_the_same_samples():
         seed_everything(seed)
         with torch.no_grad():
             losses = model.student.loss(data['inputs'], data['data_samples'])
-        model._clear_records()
+        model.records.clear()
         return {k: torch.stack(v).sum() if isinstance(v, list) else v
                 for k, v in losses.items()}
 

@@ -219,7 +219,7 @@ def _fake_executor(events, lock, fail=(), together=1):
     import threading
     import time
 
-    from visionkd.experiments.run_executor import RunFailed
+    from visionkd.experiments.run_executor import RunFailed, RunResult
     gate = threading.Event()
 
     def execute(run, root, task, checkpoint=None, echo=print, threads=None):
@@ -235,9 +235,10 @@ def _fake_executor(events, lock, fail=(), together=1):
             events.append(('end', run.name))
         if run.name in fail:
             raise RunFailed(f'{run.name}: boom')
-        return dict(name=run.name, metric=40.0, checkpoint=f'{run.name}.pth',
-                    config=run.config_path(root), seconds=0.05,
-                    iters=run.iters, resumed_from=0)
+        return RunResult(name=run.name, metric=40.0,
+                         checkpoint=f'{run.name}.pth',
+                         config=run.config_path(root), seconds=0.05,
+                         iters=run.iters, resumed_from=0)
     return execute
 
 

@@ -1,5 +1,6 @@
 """Distillation logs (one key per term, progress) and the analysis tools:
-visualize_distill.py and plot_curves.py on ../shared/data."""
+visualize_distill.py and plot_curves.py on the embedded BCCD subset and
+../shared/data/camvid."""
 import json
 import os.path as osp
 import re
@@ -10,21 +11,23 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import (
+    BCCD_MINI_IMAGE,
+    REPO,
+    SHARED_DATA,
+    needs_shared_data,
+)
 from tools.analysis_tools.plot_curves import find_scalar_logs, read_scalars
 from tools.analysis_tools.plot_curves import main as plot_main
 from tools.analysis_tools.visualize_distill import main as vis_main
 
 CFG = osp.join(REPO, 'tests', 'data', 'configs')
-BCCD_IMAGE = osp.join(SHARED_DATA, 'bccd', 'images', 'BloodImage_00000.jpg')
+BCCD_IMAGE = BCCD_MINI_IMAGE
+FGD_FGFI = osp.join(CFG, 'faster_rcnn_bccd_mini_tiny_fgd_fgfi.py')
 CAMVID_IMAGE = osp.join(SHARED_DATA, 'camvid', 'leftImg8bit', 'val',
                         'camvid', '0016E5_07959_leftImg8bit.png')
 KD_KEYS = ['loss_kd_fgd_l0', 'loss_kd_fgd_l1', 'loss_kd_fgfi_l0',
            'loss_kd_fgfi_l1']
-
-pytestmark = pytest.mark.skipif(
-    not osp.isdir(SHARED_DATA), reason='../shared/data is not present')
-
 
 def _assert_picture(path: str) -> np.ndarray:
     """The PNG exists, is an image and is not a constant picture."""
@@ -41,7 +44,7 @@ def fgd_fgfi_run(tmp_path_factory):
     work = tmp_path_factory.mktemp('fgd_fgfi')
     proc = subprocess.run(
         [sys.executable, 'tools/train.py',
-         osp.join(CFG, 'faster_rcnn_bccd_tiny_fgd_fgfi.py'), '--work-dir',
+         FGD_FGFI, '--work-dir',
          str(work), '--cfg-options', 'randomness.seed=0'], cwd=REPO,
         capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
@@ -113,7 +116,7 @@ def test_visualize_detection_terms(fgd_fgfi_run, tmp_path, capsys):
     work, _ = fgd_fgfi_run
     with open(osp.join(work, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
-    vis_main([osp.join(CFG, 'faster_rcnn_bccd_tiny_fgd_fgfi.py'), BCCD_IMAGE,
+    vis_main([FGD_FGFI, BCCD_IMAGE,
               '--checkpoint', ckpt, '--out-dir', str(tmp_path)])
     printed = capsys.readouterr().out.split()
     names = ['fgd_l0_features', 'fgd_l0_fgd_attention', 'fgd_l0_fgd_masks',
@@ -132,19 +135,19 @@ def test_visualize_ann_option_for_an_image_outside_the_dataset(tmp_path):
     shutil.copy(BCCD_IMAGE, image)
     ann = tmp_path / 'ann.json'
     ann.write_text(json.dumps(dict(
-        images=[dict(id=7, file_name='my_cells.jpg', width=640,
-                     height=480)],
+        images=[dict(id=7, file_name='my_cells.jpg', width=320,
+                     height=240)],
         annotations=[dict(id=1, image_id=7, category_id=1,
-                          bbox=[100, 100, 200, 150], area=30000,
+                          bbox=[50, 50, 100, 75], area=7500,
                           iscrowd=0)],
         categories=[dict(id=1, name='WBC')])))
     out = tmp_path / 'vis'
-    vis_main([osp.join(CFG, 'faster_rcnn_bccd_tiny_fgd_fgfi.py'), str(image),
+    vis_main([FGD_FGFI, str(image),
               '--ann', str(ann), '--out-dir', str(out)])
     masks = _assert_picture(str(out / 'fgd_l0_fgd_masks.png'))
     assert masks is not None
     no_ann = tmp_path / 'vis_no_ann'
-    vis_main([osp.join(CFG, 'faster_rcnn_bccd_tiny_fgd_fgfi.py'), str(image),
+    vis_main([FGD_FGFI, str(image),
               '--out-dir', str(no_ann)])
     # without GT: features and attention, but no GT masks
     assert (no_ann / 'fgd_l0_fgd_attention.png').is_file()
@@ -152,6 +155,7 @@ def test_visualize_ann_option_for_an_image_outside_the_dataset(tmp_path):
     assert not (no_ann / 'fgfi_l0_fgfi_mask.png').exists()
 
 
+@needs_shared_data
 def test_visualize_segmentation_class_maps(tmp_path):
     vis_main([osp.join(CFG, 'pspnet_camvid_tiny_cwd.py'), CAMVID_IMAGE,
               '--out-dir', str(tmp_path)])
@@ -163,5 +167,5 @@ def test_visualize_segmentation_class_maps(tmp_path):
 
 def test_visualize_rejects_a_plain_config(tmp_path):
     with pytest.raises(SystemExit, match='not a visionkd distiller'):
-        vis_main([osp.join(CFG, 'faster_rcnn_bccd_tiny.py'), BCCD_IMAGE,
+        vis_main([osp.join(CFG, 'faster_rcnn_bccd_mini_tiny.py'), BCCD_IMAGE,
                   '--out-dir', str(tmp_path)])

@@ -34,13 +34,13 @@ from typing import Callable, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import DefaultScope
 
-import visionkd  # noqa: E402,F401
-from visionkd.models.distillers import DetectionDistiller  # noqa: E402
-from visionkd.registry import MODELS  # noqa: E402
+import visionkd  # noqa: F401
+from visionkd.models.distillers import DetectionDistiller
+from visionkd.registry import MODELS
 
 
 def rss_mb() -> float:
@@ -181,11 +181,11 @@ def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
         total.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
-        model._clear_records()
+        model.records.clear()
 
     def teacher_forward() -> None:
         model.run_teacher(inputs, samples)
-        model._clear_records()
+        model.records.clear()
 
     def distill_step() -> None:
         losses = model.loss(inputs, samples)

@@ -23,11 +23,11 @@ from typing import Dict
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
+import torch
+from mmengine.registry import DefaultScope
 
-import visionkd  # noqa: E402,F401
-from tests.test_models.test_losses.test_losses import LOSS_CASES, build, call  # noqa: E402
+import visionkd  # noqa: F401
+from tests.test_models.test_losses.test_losses import LOSS_CASES, build, call
 
 
 def loss_values(seed: int = 0) -> Dict[str, float]:

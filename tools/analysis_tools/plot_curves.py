@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 __all__ = ['find_scalar_logs', 'read_scalars', 'plot_curves', 'main']
 

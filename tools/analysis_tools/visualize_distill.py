@@ -36,21 +36,21 @@ from typing import List, Optional, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
-from mmengine.runner import load_checkpoint  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config, DictAction
+from mmengine.registry import DefaultScope
+from mmengine.runner import load_checkpoint
 
-import visionkd  # noqa: E402,F401
-from tools.common import load_config  # noqa: E402
-from visionkd.models.distillers import SegmentationDistiller  # noqa: E402
-from visionkd.registry import MODELS  # noqa: E402
+import visionkd  # noqa: F401
+from tools.common import load_config
+from visionkd.models.distillers import SegmentationDistiller
+from visionkd.registry import MODELS
 
 __all__ = ['visualize', 'main']
 
@@ -276,13 +276,15 @@ def visualize(cfg: Config, image: str, out_dir: str,
     written = []
 
     # record every term's layers (teacher stops after them, as in training)
-    model._clear_records()
+    model.records.clear()
     model.run_teacher(inputs, samples)
     model._forward_for_records(model.student, inputs, samples,
-                               [k[0] for k in model._student_rec])
+                               model.records.student.paths)
     for term in model.distill_terms.values():
-        s_lv = model._student_rec[(term.student_path, term.record)].levels()
-        t_lv = model._teacher_rec[(term.teacher_path, term.record)].levels()
+        if term.mode != 'feature':
+            continue  # head-level terms record calls, not feature maps
+        s_lv = model.records.student.levels(term.student_key)
+        t_lv = model.records.teacher.levels(term.teacher_key)
         multi = len(s_lv) > 1
         for lvl, src in enumerate(term.level_ids):
             s, t = s_lv[src], t_lv[src]
@@ -312,7 +314,7 @@ def visualize(cfg: Config, image: str, out_dir: str,
                       f'{H * W} cells)', _to_input(mask, batch_hw),
                       dict(cmap='Reds', vmin=0, vmax=1))],
                     boxes=boxes, overlay_on=shown))
-    model._clear_records()
+    model.records.clear()
 
     if is_seg:
         written.append(_seg_png(model, inputs, samples, shown, metainfo,

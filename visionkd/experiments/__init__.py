@@ -4,12 +4,14 @@
 does the work. The pieces, one per module:
 
 * :mod:`.presets` -- model sizes, input scale and schedule per task;
-* :mod:`.methods` -- the method table (distillation terms per method);
+* :mod:`.methods` -- the method table (each method's terms, read from
+  its ``configs/<method>/`` config and adapted to the preset);
 * :mod:`.dataset_configs` -- dataloaders/evaluators for the user's data;
 * :mod:`.run_configs` -- the full mmengine config of every run;
 * :mod:`.run_plan` -- which runs an experiment needs;
+* :mod:`.scheduler` -- which runs may start (pure state, no I/O);
 * :mod:`.run_executor` -- one run as a ``tools/train.py`` subprocess,
-  resumable;
+  resumable, and its :class:`~.run_executor.RunResult`;
 * :mod:`.scalars_log` -- reading mmengine's ``scalars.json``;
 * :mod:`.results_report` -- ``results.json`` and ``results.md``;
 * :mod:`.results_plot` -- ``results.png``;

@@ -1,35 +1,58 @@
 """The method table of the experiment runner.
 
-One :class:`MethodSpec` per method and task: a function from the preset's
-:class:`ModelInfo` to the distiller's ``distill_terms``. Hyperparameters
-are those of the repo's paper configs (``configs/<method>/``, which follow
-the official code); losses that *sum* over channels or locations instead of
-averaging get their weight rescaled from the paper's setting (COCO 800x1333
-inputs and 256 FPN channels; Cityscapes 512x1024 crops and 512 teacher
-channels after the PSP module) to the preset's channels and input area, so
-that the KD term keeps its paper-size share of the total loss. Averaged
-losses (PKD, CWD, DeFeat, the segmentation KL terms) keep the paper weights.
+One :class:`MethodSpec` per method and task. Its ``source`` is the paper
+config (``configs/<method>/``, which follows the official code): the
+distiller's ``distill_terms`` -- loss types and hyperparameters -- are read
+from that file's ``model.distill_terms``, and ``adapt`` applies only what
+the runner's smaller models and inputs need:
+
+* a 1x1 ``ConvConnector`` where the student's features are narrower than
+  the teacher's (the paper pairs have equal FPN widths);
+* losses that *sum* over channels or locations instead of averaging get
+  their weight rescaled from the paper's setting (COCO 800x1333 inputs and
+  256 FPN channels; Cityscapes 512x1024 crops and 512 teacher channels
+  after the PSP module, 2 images per GPU, 19 classes) to the preset's
+  channels, input area, batch and classes, so that the KD term keeps its
+  paper-size share of the total loss. Averaged losses (PKD, CWD, DeFeat,
+  the segmentation KL terms) keep the paper weights;
+* the dataset's number of classes, CIRKD's memory sizes scaled to the crop
+  area, and single-process settings (``BN`` instead of ``SyncBN``, no
+  cross-GPU ``gather``).
+
+FitNets has no official detection setting, so its (only) term is defined
+here (``source=None``).
 
 Adding a method is one entry: ``_register(MethodSpec('roi_kd', 'det',
-_roi_kd_terms, ...))``. A method that needs another model family (LD needs
-a GFL student and teacher) names it in ``arch``; the preset must define that
-family (``Preset.archs``), and the runner trains its own teacher and
-baseline for it.
+_as_is, 'configs/roi_kd/....py'))``. A method that needs another model
+family (LD needs a GFL student and teacher) names it in ``arch``; the
+preset must define that family (``Preset.archs``), and the runner trains
+its own teacher and baseline for it.
 """
+import copy
+import functools
+import inspect
+import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from mmengine.config import Config
+
+from .presets import REPO_ROOT
+
 __all__ = ['ModelInfo', 'MethodSpec', 'METHODS', 'methods_for',
-           'DET_REF_CHANNELS', 'DET_REF_HW', 'SEG_REF_CHANNELS',
-           'SEG_REF_HW']
+           'paper_terms', 'DET_REF_CHANNELS', 'DET_REF_HW',
+           'SEG_REF_CHANNELS', 'SEG_REF_HW', 'SEG_REF_BATCH',
+           'SEG_REF_CLASSES']
 
 #: FPN channels and input size of the paper detection settings (COCO).
 DET_REF_CHANNELS = 256
 DET_REF_HW = (800, 1333)
-#: Teacher channels after the PSP module and crop of the paper
-#: segmentation settings (PSPNet R101 on Cityscapes).
+#: Teacher channels after the PSP module, crop, images per GPU and classes
+#: of the paper segmentation settings (PSPNet R101 on Cityscapes, 4xb2).
 SEG_REF_CHANNELS = 512
 SEG_REF_HW = (512, 1024)
+SEG_REF_BATCH = 2
+SEG_REF_CLASSES = 19
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,23 @@ class ModelInfo:
         return scale
 
 
+@functools.lru_cache(maxsize=None)
+def _load_terms(source: str) -> dict:
+    cfg = Config.fromfile(osp.join(REPO_ROOT, source))
+    return cfg.model.distill_terms.to_dict()
+
+
+def paper_terms(source: Optional[str]) -> dict:
+    """``model.distill_terms`` of a paper config (``{}`` for None).
+
+    Args:
+        source: Path of the config relative to the repo root.
+    """
+    if source is None:
+        return {}
+    return copy.deepcopy(_load_terms(source))
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One distillation method of the runner.
@@ -75,16 +115,22 @@ class MethodSpec:
     Attributes:
         name: Command-line name (``--methods NAME``).
         task: ``'det'`` or ``'seg'``.
-        build_terms: ``ModelInfo -> distill_terms`` of the distiller.
-        source: The paper config the hyperparameters come from.
+        adapt: ``(paper terms, ModelInfo) -> distill_terms``: the paper
+            config's terms adapted to the preset's models and input.
+        source: The paper config the terms come from (relative to the repo
+            root); None when no official setting exists.
         arch: Model family it needs; None = the preset's default.
     """
 
     name: str
     task: str
-    build_terms: Callable[[ModelInfo], dict]
-    source: str
+    adapt: Callable[[dict, ModelInfo], dict]
+    source: Optional[str]
     arch: Optional[str] = None
+
+    def build_terms(self, info: ModelInfo) -> dict:
+        """The distiller's ``distill_terms`` for these models."""
+        return self.adapt(paper_terms(self.source), info)
 
 
 METHODS: Dict[str, Dict[str, MethodSpec]] = {'det': {}, 'seg': {}}
@@ -107,189 +153,148 @@ def methods_for(task: str, names: Optional[List[str]] = None
     return [table[n] for n in names]
 
 
+def _as_is(terms: dict, info: ModelInfo) -> dict:
+    """The paper's terms unchanged (averaged losses, same-shape features)."""
+    return terms
+
+
+def _scaled(loss: dict, **factors: float) -> dict:
+    """``loss`` with ``loss[key] * factor`` for each of ``factors``."""
+    return dict(loss, **{k: loss[k] * f for k, f in factors.items()})
+
+
 # ---------------------------------------------------------------- detection
-_P2_P5 = [0, 1, 2, 3]  # FPN levels of the paper settings (no P6)
-
-
-def _fpn_term(loss: dict, levels: Optional[list] = _P2_P5,
-              connector: bool = False) -> dict:
-    term = dict(student='neck', teacher='neck', loss=loss)
-    if levels is not None:
-        term['levels'] = levels
+def _fpn(term: dict, loss: Optional[dict] = None,
+         connector: bool = False) -> dict:
+    """An FPN term: ``term``'s features and levels with ``loss``."""
+    out = dict(student=term['student'], teacher=term['teacher'],
+               loss=term['loss'] if loss is None else loss)
+    if 'levels' in term:
+        out['levels'] = term['levels']
     if connector:
-        term['connector'] = dict(type='ConvConnector')
-    return dict(fpn=term)
+        out['connector'] = dict(type='ConvConnector')
+    return dict(fpn=out)
 
 
-def _fitnet(info: ModelInfo) -> dict:
+def _fitnet(terms: dict, info: ModelInfo) -> dict:
     # FitNets hint on P2-P5 through a 1x1 regressor; mean squared error,
     # weight 1 (no official detection setting exists).
-    return _fpn_term(dict(type='FeatureMSELoss', loss_weight=1.0),
-                     connector=True)
+    hint = dict(student='neck', teacher='neck', levels=[0, 1, 2, 3])
+    return _fpn(hint, dict(type='FeatureMSELoss', loss_weight=1.0),
+                connector=True)
 
 
-def _pkd(info: ModelInfo) -> dict:
-    # configs/pkd: P2-P5, loss weight 6 (normalised features: no scaling).
-    return _fpn_term(dict(type='PKDLoss', loss_weight=6.0), connector=True)
+def _with_connector(terms: dict, info: ModelInfo) -> dict:
+    # PKD, CWD: the presets' student FPN is narrower than the teacher's,
+    # so a 1x1 connector maps it to the teacher's width; the losses are
+    # means (PKD normalises the features), no rescaling.
+    return _fpn(terms['fpn'], connector=True)
 
 
-def _cwd(info: ModelInfo) -> dict:
-    # configs/cwd (detection): tau 1, weight 5 per level (mean over N*C).
-    return _fpn_term(dict(type='ChannelWiseDivergence', tau=1.0,
-                          loss_weight=5.0), connector=True)
+def _det_scales(info: ModelInfo) -> Tuple[float, float]:
+    """(per-channel, per-channel-and-location) sum scales to COCO."""
+    return (info.sum_scale(DET_REF_CHANNELS, DET_REF_HW, spatial=False),
+            info.sum_scale(DET_REF_CHANNELS, DET_REF_HW))
 
 
-def _fgd(info: ModelInfo) -> dict:
-    # configs/fgd Faster R-CNN weights. Focal/attention terms sum over the
-    # channels (masks and attentions are normalised over locations); the
-    # global term sums over channels and locations.
-    c = info.sum_scale(DET_REF_CHANNELS, DET_REF_HW, spatial=False)
-    cs = info.sum_scale(DET_REF_CHANNELS, DET_REF_HW)
-    return _fpn_term(dict(type='FGDLoss', temp=0.5, alpha_fgd=5e-5 * c,
-                          beta_fgd=2.5e-5 * c, gamma_fgd=5e-5 * c,
-                          lambda_fgd=5e-7 * cs))
+def _fgd(terms: dict, info: ModelInfo) -> dict:
+    # Focal/attention terms sum over the channels (masks and attentions are
+    # normalised over locations); the global term sums over channels and
+    # locations.
+    c, cs = _det_scales(info)
+    fpn = terms['fpn']
+    return _fpn(fpn, _scaled(fpn['loss'], alpha_fgd=c, beta_fgd=c,
+                             gamma_fgd=c, lambda_fgd=cs))
 
 
-def _mgd(info: ModelInfo) -> dict:
-    # configs/mgd (Faster R-CNN): alpha 5e-7 on a sum over C*H*W, lambda
-    # 0.45.
-    cs = info.sum_scale(DET_REF_CHANNELS, DET_REF_HW)
-    return _fpn_term(dict(type='MGDLoss', alpha_mgd=5e-7 * cs,
-                          lambda_mgd=0.45))
+def _mgd(terms: dict, info: ModelInfo) -> dict:
+    # alpha on a sum over C*H*W; lambda (the masking ratio) unchanged.
+    _, cs = _det_scales(info)
+    fpn = terms['fpn']
+    return _fpn(fpn, _scaled(fpn['loss'], alpha_mgd=cs))
 
 
-def _fgfi(info: ModelInfo) -> dict:
-    # configs/fgfi: all five levels, psi 0.5, anchors scale 8 x 3 ratios,
-    # weight 0.01 on a sum over channels / (2 * masked locations).
-    c = info.sum_scale(DET_REF_CHANNELS, DET_REF_HW, spatial=False)
-    return _fpn_term(dict(type='FGFILoss', thr_factor=0.5, stride=None,
-                          scales=[8], ratios=[0.5, 1.0, 2.0],
-                          adapter_relu=False, loss_weight=0.01 * c),
-                     levels=None)
+def _fgfi(terms: dict, info: ModelInfo) -> dict:
+    # weight on a sum over channels / (2 * masked locations).
+    c, _ = _det_scales(info)
+    fpn = terms['fpn']
+    return _fpn(fpn, _scaled(fpn['loss'], loss_weight=c))
 
 
-def _defeat(info: ModelInfo) -> dict:
-    # configs/defeat: all five levels, object 3 / background 12 (already
-    # normalised by channels and locations).
-    return _fpn_term(dict(type='DeFeatLoss', loss_weight_fg=3.0,
-                          loss_weight_bg=12.0, strides=[4, 8, 16, 32, 64]),
-                     levels=None)
-
-
-def _roi_kd(info: ModelInfo) -> dict:
-    # configs/roi_kd: the teacher's RoI head on the student's sampled RoIs,
-    # KL (tau 2) on fg and bg proposals (weight 1 each, averaged per
-    # group) + L1 on the teacher's fg box deltas (weight 1).
-    return dict(roi=dict(mode='roi', student='roi_head', teacher='roi_head',
-                         loss=dict(type='RoIKDLoss', tau=2.0,
-                                   loss_weight_fg=1.0, loss_weight_bg=1.0,
-                                   loss_weight_bbox=1.0)))
-
-
-def _ld(info: ModelInfo) -> dict:
-    # configs/ld (official LD GFL setting): LD with T 10, weight 0.25 on the
-    # student's positive locations + class KD with T 10, weight 0.5.
-    return dict(ld=dict(
-        mode='ld', student='bbox_head', teacher='bbox_head',
-        loss=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
-                  loss_weight=0.25, T=10),
-        loss_cls=dict(type='mmdet.KnowledgeDistillationKLDivLoss',
-                      loss_weight=0.5, T=10)))
-
-
+_DET = 'configs/{}/faster_rcnn_r101_to_r50_fpn_2x_coco_{}.py'
 for _name, _fn, _src in [
-        ('fitnet', _fitnet, 'FitNets hint, weight 1 (no official det cfg)'),
-        ('pkd', _pkd, 'configs/pkd/faster_rcnn_r101_to_r50_fpn_2x_coco_pkd'),
-        ('cwd', _cwd, 'configs/cwd/retinanet_r101_to_r50_fpn_2x_coco_cwd'),
-        ('fgd', _fgd, 'configs/fgd/faster_rcnn_r101_to_r50_fpn_2x_coco_fgd'),
-        ('mgd', _mgd, 'configs/mgd/faster_rcnn_r101_to_r50_fpn_2x_coco_mgd'),
-        ('fgfi', _fgfi,
-         'configs/fgfi/faster_rcnn_r101_to_r50_fpn_2x_coco_fgfi'),
-        ('defeat', _defeat,
-         'configs/defeat/faster_rcnn_r101_to_r50_fpn_2x_coco_defeat')]:
+        ('fitnet', _fitnet, None),
+        ('pkd', _with_connector, _DET.format('pkd', 'pkd')),
+        # the RetinaNet setting (no Faster R-CNN one exists)
+        ('cwd', _with_connector,
+         'configs/cwd/retinanet_r101_to_r50_fpn_2x_coco_cwd.py'),
+        ('fgd', _fgd, _DET.format('fgd', 'fgd')),
+        ('mgd', _mgd, _DET.format('mgd', 'mgd')),
+        ('fgfi', _fgfi, _DET.format('fgfi', 'fgfi')),
+        ('defeat', _as_is, _DET.format('defeat', 'defeat')),
+        ('roi_kd', _as_is, _DET.format('roi_kd', 'roikd'))]:
     _register(MethodSpec(_name, 'det', _fn, _src))
-_register(MethodSpec('roi_kd', 'det', _roi_kd,
-                     'configs/roi_kd/faster_rcnn_r101_to_r50_fpn_2x_coco_'
-                     'roikd'))
-_register(MethodSpec('ld', 'det', _ld,
-                     'configs/ld/gfl_r101_to_r18_fpn_1x_coco_ld', arch='gfl'))
+_register(MethodSpec('ld', 'det', _as_is,
+                     'configs/ld/gfl_r101_to_r18_fpn_1x_coco_ld.py',
+                     arch='gfl'))
 
 
 # ------------------------------------------------------------- segmentation
-_LOGITS = 'decode_head.conv_seg'
-_FEAT = 'decode_head.bottleneck'  # after the PSP module
+def _skd(terms: dict, info: ModelInfo) -> dict:
+    # The official pixel-wise term sums over the images of a GPU, which the
+    # paper weight (10 * 2 images per GPU) folds in; PixelWiseKDLoss
+    # averages, so the weight follows the preset's images per iteration.
+    pixel = terms['pixel']
+    pixel['loss'] = _scaled(pixel['loss'],
+                            loss_weight=info.batch_size / SEG_REF_BATCH)
+    return terms
 
 
-def _term(student: str, loss: dict, **kwargs) -> dict:
-    return dict(student=student, teacher=student, loss=loss, **kwargs)
+def _ifvd(terms: dict, info: ModelInfo) -> dict:
+    # The official pixel-wise KD is a mean over the classes too (10 / 19
+    # on PixelWiseKDLoss): 10 / the dataset's classes.
+    terms['ifv']['loss']['num_classes'] = info.num_classes
+    loss = terms['logits']['loss']
+    loss['loss_weight'] = (loss['loss_weight'] * SEG_REF_CLASSES /
+                           info.num_classes)
+    return terms
 
 
-def _seg_cwd(info: ModelInfo) -> dict:
-    # configs/cwd (PSPNet): logits, tau 4, weight 3.
-    return dict(logits=_term(_LOGITS, dict(
-        type='ChannelWiseDivergence', tau=4.0, loss_weight=3.0)))
+_CIRKD_SIZES = ('pixel_memory_size', 'region_memory_size',
+                'pixel_contrast_size', 'region_contrast_size')
 
 
-def _skd(info: ModelInfo) -> dict:
-    # configs/skd: pixel-wise lambda 10 summed over the images of a GPU
-    # (PixelWiseKDLoss averages: 10 * images per iteration), pair-wise
-    # lambda 1 on 2x2-pooled nodes.
-    return dict(
-        pixel=_term(_LOGITS, dict(type='PixelWiseKDLoss', tau=1.0,
-                                  loss_weight=10.0 * info.batch_size)),
-        pair=_term(_FEAT, dict(type='PairWiseAffinityLoss', pool_scale=0.5,
-                               loss_weight=1.0)))
+def _loss_default(loss_type: str, arg: str):
+    """Default of ``arg`` of the registered loss ``loss_type``."""
+    from visionkd.registry import MODELS
+    return inspect.signature(MODELS.get(loss_type)).parameters[arg].default
 
 
-def _ifvd(info: ModelInfo) -> dict:
-    # configs/ifvd: IFV weight 200, pixel-wise KD 10 / num_classes.
-    return dict(
-        ifv=_term(_FEAT, dict(type='IFVDLoss', num_classes=info.num_classes,
-                              loss_weight=200.0)),
-        logits=_term(_LOGITS, dict(type='PixelWiseKDLoss', tau=1.0,
-                                   loss_weight=10.0 / info.num_classes)))
-
-
-def _cirkd(info: ModelInfo) -> dict:
-    # configs/cirkd, with the memory and contrast sizes scaled to the
-    # input area (the paper's 20000 / 2000 and 4096 / 1024 are for
-    # 512x1024 Cityscapes crops).
+def _cirkd(terms: dict, info: ModelInfo) -> dict:
+    # Memory and contrast sizes (the loss defaults: 20000 / 2000 and
+    # 4096 / 1024, for 512x1024 crops) scaled to the input area; BN and no
+    # gather (one process).
     area = (info.input_hw[0] * info.input_hw[1]) / (SEG_REF_HW[0] *
                                                     SEG_REF_HW[1])
-    size = lambda n: max(info.num_classes, int(n * area))  # noqa: E731
-    return dict(
-        logits=_term(_LOGITS, dict(type='PixelWiseKDLoss', tau=1.0,
-                                   loss_weight=1.0)),
-        minibatch=_term(_FEAT, dict(type='CIRKDMiniBatchLoss',
-                                    temperature=0.1, loss_weight=1.0,
-                                    gather=False)),
-        memory=_term(
-            _FEAT,
-            dict(type='CIRKDMemoryLoss', num_classes=info.num_classes,
-                 pixel_memory_size=size(20000),
-                 region_memory_size=size(2000),
-                 pixel_contrast_size=size(4096),
-                 region_contrast_size=size(1024), loss_weight=0.1,
-                 gather=False),
-            connector=[dict(type='ConvConnector', norm_cfg=dict(type='BN'),
-                            act_cfg=dict(type='ReLU')),
-                       dict(type='ConvConnector')]))
+    memory = terms['memory']
+    paper = memory['loss']
+    loss = dict(type=paper['type'], num_classes=info.num_classes)
+    for key in _CIRKD_SIZES:
+        n = paper.get(key, _loss_default(paper['type'], key))
+        loss[key] = max(info.num_classes, int(n * area))
+    loss.update((k, v) for k, v in paper.items() if k not in loss)
+    loss['gather'] = False
+    connector = copy.deepcopy(memory['connector'])
+    for conn in connector:
+        if conn.get('norm_cfg', {}).get('type') == 'SyncBN':
+            conn['norm_cfg']['type'] = 'BN'
+    terms['memory'] = dict(student=memory['student'],
+                           teacher=memory['teacher'], loss=loss,
+                           connector=connector)
+    return terms
 
 
-def _dist(info: ModelInfo) -> dict:
-    # configs/dist: decode logits weight 1, auxiliary logits 0.4.
-    loss = dict(type='DISTLoss', beta=1.0, gamma=1.0, tau=1.0)
-    return dict(
-        logits=_term(_LOGITS, dict(loss, loss_weight=1.0)),
-        aux_logits=_term('auxiliary_head.conv_seg',
-                         dict(loss, loss_weight=0.4)))
-
-
-for _name, _fn, _src in [
-        ('cwd', _seg_cwd, 'configs/cwd/pspnet_r101_to_r18_cityscapes_cwd'),
-        ('skd', _skd, 'configs/skd/pspnet_r101_to_r18_cityscapes_skd'),
-        ('ifvd', _ifvd, 'configs/ifvd/pspnet_r101_to_r18_cityscapes_ifvd'),
-        ('cirkd', _cirkd,
-         'configs/cirkd/pspnet_r101_to_r18_cityscapes_cirkd'),
-        ('dist', _dist, 'configs/dist/pspnet_r101_to_r18_cityscapes_dist')]:
-    _register(MethodSpec(_name, 'seg', _fn, _src))
+_SEG = 'configs/{0}/pspnet_r101_to_r18_cityscapes_{0}.py'
+for _name, _fn in [('cwd', _as_is), ('skd', _skd), ('ifvd', _ifvd),
+                   ('cirkd', _cirkd), ('dist', _as_is)]:
+    _register(MethodSpec(_name, 'seg', _fn, _SEG.format(_name)))

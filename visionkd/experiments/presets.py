@@ -19,7 +19,7 @@ student), and the runner then trains that family's teacher and baseline
 too.
 """
 import os.path as osp
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 __all__ = ['Schedule', 'ModelPair', 'Preset', 'PRESETS', 'get_preset',
@@ -103,7 +103,6 @@ class Preset:
     scale: Tuple[int, int]
     crop: Optional[Tuple[int, int]] = None
     ratio_range: Tuple[float, float] = (0.5, 1.0)
-    notes: str = field(default='', compare=False)
 
     def input_hw(self) -> Tuple[int, int]:
         """Nominal (h, w) of a training input (for loss-weight scaling)."""

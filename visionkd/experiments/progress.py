@@ -2,6 +2,7 @@
 import time
 from typing import Callable, Dict, List, Optional
 
+from .run_executor import RunResult
 from .run_plan import Run
 
 __all__ = ['Progress', 'format_seconds']
@@ -71,19 +72,20 @@ class Progress:
                   f'(elapsed {format_seconds(time.time() - self.start_time)}'
                   f', ETA {format_seconds(self.eta())})')
 
-    def finish(self, run: Run, result: Optional[dict],
+    def finish(self, run: Run, result: Optional[RunResult],
                skipped: bool = False) -> None:
+        """Print that ``run`` ended (``result`` None: it failed)."""
         self.done.add(run.name)
         i = self.runs.index(run) + 1
         if result is None:
             self.echo(f'[{i}/{len(self.runs)}] {run.name}: FAILED')
             return
-        trained = run.iters - result.get('resumed_from', 0)
+        trained = run.iters - result.resumed_from
         if not skipped and trained > 0:
-            rate = result['seconds'] / trained
+            rate = result.seconds / trained
             self.rate.setdefault(run.config_name, []).append(rate)
             self.rate_by_iters.setdefault(run.iters, []).append(rate)
         what = 'already done' if skipped else \
-            f'done in {format_seconds(result["seconds"])}'
+            f'done in {format_seconds(result.seconds)}'
         self.echo(f'[{i}/{len(self.runs)}] {run.name}: {what}, metric '
-                  f'{result["metric"]:.2f} (ETA {format_seconds(self.eta())})')
+                  f'{result.metric:.2f} (ETA {format_seconds(self.eta())})')

@@ -15,25 +15,13 @@ def _smooth(ys: List[float], k: int = 5) -> List[float]:
     return out
 
 
-def plot_results(doc: dict, curves: Dict[str, Dict[str, Dict[int, float]]],
-                 path: str, title: Optional[str] = None) -> None:
-    """Write the figure.
+def _bar_groups(doc: dict):
+    """Bars of the metric panel, one group per model family.
 
-    Args:
-        doc: The ``results.json`` document.
-        curves: Run label -> ``scalars_log.train_curves`` of that run (one
-            seed per model).
-        path: Output ``.png``.
-        title: Figure title.
+    Its baseline (grey), then its methods; the family's teacher is a dashed
+    line over its group. Returns (names, per-seed values per bar, indices
+    of the grey bars, (arch, first bar, last bar, teacher) per family).
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    ax = axes[0]
-    # one group of bars per model family: its baseline (grey), then its
-    # methods; the family's teacher is a dashed line over its group
     groups: Dict[Optional[str], List[str]] = {}
     for name, entry in doc['methods'].items():
         groups.setdefault(entry.get('arch'), []).append(name)
@@ -56,6 +44,12 @@ def plot_results(doc: dict, curves: Dict[str, Dict[str, Dict[int, float]]],
             names.append(n)
             series.append(doc['methods'][n]['metric'])
         spans.append((arch, start, len(names) - 1, teacher))
+    return names, series, greys, spans
+
+
+def _plot_metrics(ax, doc: dict) -> None:
+    """Metric bars with the seed spread and the teachers' lines."""
+    names, series, greys, spans = _bar_groups(doc)
     for i, values in enumerate(series):
         mean, std, n = mean_std(values)
         if mean is None:
@@ -86,22 +80,45 @@ def plot_results(doc: dict, curves: Dict[str, Dict[str, Dict[int, float]]],
     ax.set_ylabel(f'{doc["metric"]} (val)')
     ax.set_title('mean ± std over seeds (dots: seeds)')
 
-    for ax, key, label in ((axes[1], 'task', 'task loss (student)'),
-                           (axes[2], 'kd', 'distillation loss')):
-        for name, c in curves.items():
-            pts = sorted(c.get(key, {}).items())
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            style = dict(color='k', lw=2) if name.startswith(
-                ('baseline', 'teacher')) else dict(lw=1.2)
-            ax.plot(xs, _smooth(list(ys)), label=name, **style)
-        ax.set_xlabel('iteration')
-        ax.set_title(label + ' (first seed, smoothed)')
-        if key == 'kd':
-            ax.set_yscale('log')
-        if ax.lines:
-            ax.legend(fontsize=7)
+
+def _plot_curves(ax, curves: Dict[str, Dict[str, Dict[int, float]]],
+                 key: str, label: str) -> None:
+    """One loss (``'task'`` or ``'kd'``) of every run, smoothed."""
+    for name, c in curves.items():
+        pts = sorted(c.get(key, {}).items())
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        style = dict(color='k', lw=2) if name.startswith(
+            ('baseline', 'teacher')) else dict(lw=1.2)
+        ax.plot(xs, _smooth(list(ys)), label=name, **style)
+    ax.set_xlabel('iteration')
+    ax.set_title(label + ' (first seed, smoothed)')
+    if key == 'kd':
+        ax.set_yscale('log')
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
+def plot_results(doc: dict, curves: Dict[str, Dict[str, Dict[int, float]]],
+                 path: str, title: Optional[str] = None) -> None:
+    """Write the figure.
+
+    Args:
+        doc: The ``results.json`` document.
+        curves: Run label -> ``scalars_log.train_curves`` of that run (one
+            seed per model).
+        path: Output ``.png``.
+        title: Figure title.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    _plot_metrics(axes[0], doc)
+    _plot_curves(axes[1], curves, 'task', 'task loss (student)')
+    _plot_curves(axes[2], curves, 'kd', 'distillation loss')
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from .presets import REPO_ROOT
@@ -20,8 +21,8 @@ from .run_configs import METRIC_KEYS
 from .run_plan import Run
 from .scalars_log import last_value
 
-__all__ = ['RunFailed', 'read_result', 'last_checkpoint', 'checkpoint_iter',
-           'execute_run']
+__all__ = ['RunFailed', 'RunResult', 'read_result', 'last_checkpoint',
+           'checkpoint_iter', 'execute_run']
 
 _TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 _TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
@@ -31,13 +32,60 @@ class RunFailed(RuntimeError):
     """A run's subprocess failed; the message ends with its log's tail."""
 
 
-def read_result(run_dir: str) -> Optional[dict]:
+#: Keys of ``result.json``, in file order.
+_RESULT_KEYS = ('name', 'role', 'method', 'seed', 'metric', 'checkpoint',
+                'config', 'log', 'work_dir', 'iters', 'resumed_from',
+                'seconds')
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced (its ``result.json``).
+
+    Attributes:
+        name: The run's name.
+        metric: Its val metric, 0-100.
+        checkpoint: The evaluated checkpoint.
+        config: Its config file.
+        seconds: Wall time of this session's training and evaluation.
+        role: ``'teacher'``, ``'baseline'`` or ``'distill'``.
+        method: The method of a distilled run.
+        seed: Random seed (None for a given teacher's evaluation).
+        log: Its ``run.log``.
+        work_dir: Its folder.
+        iters: Training iterations (0: evaluation only).
+        resumed_from: Iteration it resumed from (0: trained from scratch).
+    """
+
+    name: str
+    metric: float
+    checkpoint: str
+    config: str
+    seconds: float
+    role: Optional[str] = None
+    method: Optional[str] = None
+    seed: Optional[int] = None
+    log: Optional[str] = None
+    work_dir: Optional[str] = None
+    iters: int = 0
+    resumed_from: int = 0
+
+    def to_dict(self) -> dict:
+        """The ``result.json`` record."""
+        return {k: getattr(self, k) for k in _RESULT_KEYS}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> 'RunResult':
+        return cls(**{k: record[k] for k in _RESULT_KEYS if k in record})
+
+
+def read_result(run_dir: str) -> Optional[RunResult]:
     """The saved result of a finished run, or None."""
     path = osp.join(run_dir, 'result.json')
     if not osp.isfile(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        return RunResult.from_dict(json.load(f))
 
 
 def last_checkpoint(run_dir: str) -> Optional[str]:
@@ -103,11 +151,65 @@ def _test_metric(lines: List[str]) -> Optional[dict]:
     return None
 
 
+def _seed_opt(run: Run) -> List[str]:
+    return ['--cfg-options', f'randomness.seed={run.seed or 0}']
+
+
+def _train(run: Run, work_dir: str, config: str, log: str, key: str,
+           echo: Callable[[str], None], threads: Optional[int]):
+    """Train (or resume) a run: (checkpoint, resumed_from, raw metric).
+
+    The metric is the validation at the last iteration (None if it did not
+    log).
+    """
+    ckpt = last_checkpoint(work_dir)
+    cmd = [sys.executable, _TRAIN, config, '--work-dir', work_dir]
+    resumed_from = 0
+    if ckpt is not None:
+        resumed_from = checkpoint_iter(ckpt)
+        echo(f'    {run.name}: resuming from {ckpt}')
+        cmd.append('--resume')
+    _stream(cmd + _seed_opt(run), log, echo, run.name, threads)
+    checkpoint = last_checkpoint(work_dir)
+    if checkpoint is None or checkpoint_iter(checkpoint) != run.iters:
+        raise RunFailed(f'{run.name}: training ended without the '
+                        f'iteration-{run.iters} checkpoint ({log})')
+    return checkpoint, resumed_from, last_value(work_dir, key,
+                                                step=run.iters)
+
+
+def _evaluate(run: Run, work_dir: str, config: str, log: str, key: str,
+              checkpoint: Optional[str], echo: Callable[[str], None],
+              threads: Optional[int]) -> float:
+    """Raw ``key`` metric of ``checkpoint`` from ``tools/test.py``."""
+    if checkpoint is None:
+        raise RunFailed(f'{run.name}: no checkpoint to evaluate')
+    lines = _stream([sys.executable, _TEST, config, checkpoint,
+                     '--work-dir', osp.join(work_dir, 'test')] +
+                    _seed_opt(run), log, echo, run.name, threads)
+    metrics = _test_metric(lines)
+    if metrics == {} and key.startswith('coco/'):
+        # mmdet's CocoMetric returns no metrics when the model detected
+        # nothing on the whole split: that is 0 mAP, not a failure.
+        metrics = {key: 0.0}
+    if metrics is None or key not in metrics:
+        raise RunFailed(f'{run.name}: tools/test.py printed no {key} '
+                        f'({log})')
+    return metrics[key]
+
+
+def _save(result: RunResult, work_dir: str) -> None:
+    tmp = osp.join(work_dir, 'result.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(result.to_dict(), f, indent=2)
+    os.replace(tmp, osp.join(work_dir, 'result.json'))
+
+
 def execute_run(run: Run, root: str, task: str,
                 checkpoint: Optional[str] = None,
                 echo: Callable[[str], None] = print,
-                threads: Optional[int] = None) -> dict:
-    """Train (or resume) and evaluate one run; return its result record.
+                threads: Optional[int] = None) -> RunResult:
+    """Train (or resume) and evaluate one run; return its result.
 
     Args:
         run: The run.
@@ -119,8 +221,7 @@ def execute_run(run: Run, root: str, task: str,
         threads: ``OMP_NUM_THREADS`` of the subprocesses (None: inherit).
 
     Returns:
-        ``dict(name, role, method, seed, metric, checkpoint, config, log,
-        work_dir, iters, resumed_from, seconds)``; ``metric`` is 0-100.
+        The result (also saved as ``result.json``); ``metric`` is 0-100.
     """
     work_dir = run.work_dir(root)
     done = read_result(work_dir)
@@ -130,48 +231,22 @@ def execute_run(run: Run, root: str, task: str,
     config = run.config_path(root)
     log = osp.join(work_dir, 'run.log')
     key, factor, _ = METRIC_KEYS[task]
-    seed_opt = ['--cfg-options', f'randomness.seed={run.seed or 0}']
     start = time.time()
     resumed_from = 0
-    metric = None
+    value = None
     if run.iters > 0:
-        ckpt = last_checkpoint(work_dir)
-        cmd = [sys.executable, _TRAIN, config, '--work-dir', work_dir]
-        if ckpt is not None:
-            resumed_from = checkpoint_iter(ckpt)
-            echo(f'    {run.name}: resuming from {ckpt}')
-            cmd.append('--resume')
-        _stream(cmd + seed_opt, log, echo, run.name, threads)
-        checkpoint = last_checkpoint(work_dir)
-        if checkpoint is None or checkpoint_iter(checkpoint) != run.iters:
-            raise RunFailed(f'{run.name}: training ended without the '
-                            f'iteration-{run.iters} checkpoint ({log})')
-        value = last_value(work_dir, key, step=run.iters)
-        metric = None if value is None else value * factor
-    if metric is None:  # evaluation-only run, or validation did not log
-        if checkpoint is None:
-            raise RunFailed(f'{run.name}: no checkpoint to evaluate')
-        lines = _stream([sys.executable, _TEST, config, checkpoint,
-                         '--work-dir', osp.join(work_dir, 'test')] +
-                        seed_opt, log, echo, run.name, threads)
-        metrics = _test_metric(lines)
-        if metrics == {} and key.startswith('coco/'):
-            # mmdet's CocoMetric returns no metrics when the model detected
-            # nothing on the whole split: that is 0 mAP, not a failure.
-            metrics = {key: 0.0}
-        if metrics is None or key not in metrics:
-            raise RunFailed(f'{run.name}: tools/test.py printed no {key} '
-                            f'({log})')
-        metric = metrics[key] * factor
-    result = dict(
+        checkpoint, resumed_from, value = _train(run, work_dir, config, log,
+                                                 key, echo, threads)
+    if value is None:  # evaluation-only run, or validation did not log
+        value = _evaluate(run, work_dir, config, log, key, checkpoint, echo,
+                          threads)
+    result = RunResult(
         name=run.name, role=run.role,
         method=run.method.name if run.method else None, seed=run.seed,
-        metric=round(float(metric), 2), checkpoint=osp.abspath(checkpoint),
-        config=osp.abspath(config), log=osp.abspath(log),
-        work_dir=osp.abspath(work_dir), iters=run.iters,
-        resumed_from=resumed_from, seconds=round(time.time() - start, 1))
-    tmp = osp.join(work_dir, 'result.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, osp.join(work_dir, 'result.json'))
+        metric=round(float(value * factor), 2),
+        checkpoint=osp.abspath(checkpoint), config=osp.abspath(config),
+        log=osp.abspath(log), work_dir=osp.abspath(work_dir),
+        iters=run.iters, resumed_from=resumed_from,
+        seconds=round(time.time() - start, 1))
+    _save(result, work_dir)
     return result

@@ -102,14 +102,16 @@ def test_non_negative_and_positive_when_different(name):
 
 
 @pytest.mark.parametrize('name', LOSS_NAMES)
-def test_gradient_reaches_student_not_teacher(name):
+def test_gradient_reaches_student(name):
+    # The teacher comes detached: the distillation term detaches it, the
+    # loss itself is plain math (see test_gradcheck.py for the values).
     torch.manual_seed(2)
     shape = LOSS_CASES[name][1]
     s = torch.randn(shape, requires_grad=True)
-    t = torch.randn(shape, requires_grad=True)
+    t = torch.randn(shape)
     call(name, build(name), s, t).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
-    assert t.grad is None
+    assert torch.isfinite(s.grad).all()
 
 
 @pytest.mark.parametrize('name', LOSS_NAMES)
@@ -188,10 +190,15 @@ def test_pkd_hand_value():
     assert loss((s, s), (t, t)).item() == pytest.approx(8 / 3, rel=1e-5)
 
 
-def test_pkd_resizes_student_to_teacher():
+def test_pkd_student_resized_by_connector():
+    # PKDLoss used to resize the student to the teacher (bilinear) itself;
+    # the ResizeConnector does it now, with the same values.
     torch.manual_seed(4)
     t = torch.randn(2, 3, 8, 8)
     s = torch.nn.functional.avg_pool2d(t, 2)
-    loss = MODELS.build(dict(type='PKDLoss', resize_stu=True))
+    loss = MODELS.build(dict(type='PKDLoss'))
+    resize = MODELS.build(dict(type='ResizeConnector'))
     up = torch.nn.functional.interpolate(s, (8, 8), mode='bilinear')
-    torch.testing.assert_close(loss(s, t), loss(up, t))
+    torch.testing.assert_close(loss(resize(s, target=t), t), loss(up, t))
+    with pytest.raises(ValueError, match='ResizeConnector'):
+        loss(s, t)

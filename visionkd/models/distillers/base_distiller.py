@@ -1,5 +1,4 @@
 """Distiller core shared by detection and segmentation."""
-import difflib
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -9,18 +8,15 @@ from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.runner import load_checkpoint
 
-from visionkd.models.recorders import MethodRecorder, ModuleRecorder
+from visionkd.models.recorders import DistillRecords, ModelRecorders
+from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
-from .distill_term import DistillTerm
+from .terms import TermContext
 
 __all__ = ['BaseDistiller']
 
 ForwardResults = Union[Dict[str, torch.Tensor], list, tuple, torch.Tensor]
-
-
-class _TeacherDone(Exception):
-    """Raised by a teacher hook once every recorded layer has run."""
 
 
 class BaseDistiller(BaseModel):
@@ -48,7 +44,9 @@ class BaseDistiller(BaseModel):
         teacher: Teacher model, same forms as ``student``.
         teacher_ckpt: Local path or URL of the teacher weights. ``None`` only
             for tests and smoke runs (a warning is logged).
-        distill_terms: ``{name: term}``; see :class:`DistillTerm`.
+        distill_terms: ``{name: term}``; each entry's ``mode`` (default
+            ``'feature'``, see :class:`FeatureDistillTerm`) names its class
+            in :data:`visionkd.registry.TERM_MODES`.
         dry_run_input_size: (H, W) of the zero image used at build time to
             read the recorded layers' shapes and validate the terms.
         init_student: FGD's "inheriting strategy" (Yang et al., CVPR 2022,
@@ -78,6 +76,8 @@ class BaseDistiller(BaseModel):
 
     #: Registry scope used for models whose config names none.
     default_scope: str = 'mmdet'
+    #: Task name matched against a term mode's ``tasks``.
+    task: str = 'detection'
     #: Ground-truth field of the task's data samples (checked against the
     #: ``gt_field`` of ground-truth-driven losses).
     gt_field: Optional[str] = None
@@ -117,22 +117,16 @@ class BaseDistiller(BaseModel):
             MMLogger.get_current_instance().warning(
                 'teacher_ckpt is None: the teacher keeps its initial weights')
 
-        terms = distill_terms or {}
-        if not isinstance(terms, dict):
-            raise TypeError('distill_terms must be a dict {name: term}')
-        self.distill_terms = nn.ModuleDict(
-            {name: self._build_term(name, cfg)
-             for name, cfg in terms.items()})
-        for term in self.distill_terms.values():
-            term.bind(self.student, self.teacher)
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
         self.check_finite = bool(check_finite)
-        self._early_stop = False
-        self._build_recorders()
         self._build_teacher_input_transform()
-        self._dry_run()
+        #: Recorders on both models, read by the terms.
+        self.records = DistillRecords(
+            student=ModelRecorders(self.student, 'student'),
+            teacher=ModelRecorders(self.teacher, 'teacher'))
+        self.distill_terms = self._build_terms(distill_terms)
         # Load the teacher last so configuration errors come first. The
         # runner's init_weights() never reaches the teacher (not a child).
         self.load_teacher()
@@ -146,9 +140,93 @@ class BaseDistiller(BaseModel):
     def _check_task(self, model: nn.Module, role: str) -> None:
         """Raise if ``model`` is not of the task this distiller handles."""
 
-    def _build_term(self, name: str, cfg: dict) -> nn.Module:
-        """Build one entry of ``distill_terms`` (subclasses add modes)."""
-        return DistillTerm(name, cfg)
+    def _term_class(self, name: str, cfg: dict) -> type:
+        """The class of ``cfg``'s ``mode`` (default ``'feature'``)."""
+        if not isinstance(cfg, dict):
+            raise TypeError(f'distill term {name!r} must be a dict, got '
+                            f'{type(cfg).__name__}')
+        mode = cfg.get('mode', 'feature')
+        cls = TERM_MODES.get(mode) if isinstance(mode, str) else None
+        if cls is None:
+            raise ValueError(f'distill term {name!r}: unknown mode {mode!r}; '
+                             f'modes: {sorted(TERM_MODES.module_dict)}')
+        if self.task not in cls.tasks:
+            raise ValueError(
+                f'distill term {name!r}: mode {mode!r} is for '
+                f'{" / ".join(cls.tasks)} distillers, not {self.task}')
+        return cls
+
+    def _build_terms(self, cfgs: Optional[Dict[str, dict]]) -> nn.ModuleDict:
+        """Check every entry, record its layers, dry-run, build the terms.
+
+        Each term is built complete from a :class:`TermContext` holding
+        the models and what its layers recorded in the dry run.
+        """
+        cfgs = cfgs or {}
+        if not isinstance(cfgs, dict):
+            raise TypeError('distill_terms must be a dict {name: term}')
+        specs = {}
+        for name, cfg in cfgs.items():
+            cls = self._term_class(name, cfg)
+            layers = cls.recorded_layers(name, cfg, self.student,
+                                         self.teacher)
+            self.records.student.add(layers.student, name)
+            self.records.teacher.add(layers.teacher, name)
+            specs[name] = (cls, cfg, layers)
+        terms = nn.ModuleDict()
+        if not specs:
+            return terms
+        has_data_samples = self._dry_run()
+        for name, (cls, cfg, layers) in specs.items():
+            terms[name] = cls(name, cfg, TermContext(
+                layers=layers,
+                student=self.student,
+                teacher=self.teacher,
+                student_levels=self.records.student.levels(layers.student),
+                teacher_levels=self.records.teacher.levels(layers.teacher),
+                has_data_samples=has_data_samples,
+                gt_field=self.gt_field))
+        self.records.clear()
+        self._check_unique_keys(terms)
+        return terms
+
+    @staticmethod
+    def _check_unique_keys(terms: nn.ModuleDict) -> None:
+        owner: Dict[str, str] = {}
+        for name, term in terms.items():
+            for key in term.loss_keys:
+                if key in owner:
+                    raise ValueError(
+                        f'distill terms {owner[key]!r} and {name!r} both log '
+                        f'{key!r}; rename one of them')
+                owner[key] = name
+
+    def _dry_run(self) -> bool:
+        """Run both models once on a zero image and keep the records.
+
+        Returns:
+            Whether the models get data samples.
+        """
+        h, w = self.dry_run_input_size
+        inputs = torch.zeros(1, 3, h, w)
+        samples = self._dummy_data_samples(h, w)
+        was_training = self.student.training
+        self.student.eval()
+        self.records.clear()
+        with torch.no_grad():
+            self._forward_for_records(self.student, inputs, samples,
+                                      self.records.student.paths)
+            self._forward_for_records(self.teacher,
+                                      self._teacher_inputs(inputs), samples,
+                                      self.records.teacher.paths)
+        self.student.train(was_training)
+        for path, _ in self.records.teacher.not_recorded():
+            raise ValueError(
+                f'teacher layer {path!r} did not run in the teacher '
+                f'forward (no loss is computed for the teacher); record '
+                f'a layer that does')
+        self.records.teacher.expect_current_counts()
+        return samples is not None
 
     def _dummy_data_samples(self, height: int, width: int) -> Optional[list]:
         """Data samples for the build-time dry run (None if not needed)."""
@@ -169,50 +247,6 @@ class BaseDistiller(BaseModel):
             paths: Module paths recorded on ``model``.
         """
         model(inputs, data_samples, mode='tensor')
-
-    @staticmethod
-    def _find_module(model: nn.Module, path: str, role: str,
-                     term: str) -> nn.Module:
-        modules = dict(model.named_modules())
-        if path in modules and path != '':
-            return modules[path]
-        names = [n for n in modules if n]
-        close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
-        if not close:
-            head = path.split('.')[0]
-            close = [n for n in names if n.split('.')[0] == head][:5] or \
-                [n for n in names if '.' not in n]
-        raise ValueError(
-            f'distill term {term!r}: {role} layer {path!r} does not exist in '
-            f'the {role} ({type(model).__name__}). Nearest names: {close}; '
-            f'fix the module path (all paths: '
-            f'[n for n, _ in model.{role}.named_modules()])')
-
-    def _build_recorders(self) -> None:
-        self._student_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
-        self._teacher_rec: Dict[Tuple[str, str], ModuleRecorder] = {}
-        for term in self.distill_terms.values():
-            key_s, key_t = term.student_key, term.teacher_key
-            if key_s not in self._student_rec:
-                mod = self._find_module(self.student, key_s[0], 'student',
-                                        term.name)
-                self._student_rec[key_s] = self._make_recorder(mod, *key_s)
-            if key_t not in self._teacher_rec:
-                mod = self._find_module(self.teacher, key_t[0], 'teacher',
-                                        term.name)
-                self._teacher_rec[key_t] = self._make_recorder(
-                    mod, *key_t, on_record=self._on_teacher_record)
-        self._teacher_calls: Dict[Tuple[str, str], int] = {}
-        self._teacher_paths = [k[0] for k in self._teacher_rec]
-
-    @staticmethod
-    def _make_recorder(module: nn.Module, path: str, record: str,
-                       on_record=None):
-        """A forward-hook recorder, or a method recorder for ``call:<m>``."""
-        if record.startswith('call:'):
-            return MethodRecorder(module, path, record[len('call:'):],
-                                  on_record=on_record)
-        return ModuleRecorder(module, path, record, on_record=on_record)
 
     def _build_teacher_input_transform(self) -> None:
         """Work out how the student's normalised batch maps to the teacher's.
@@ -254,45 +288,6 @@ class BaseDistiller(BaseModel):
         if m_t is not None:
             x = (x - m_t.to(x)) / s_t.to(x)
         return x
-
-    def _dry_run(self) -> None:
-        """Run both models once on a zero image to validate every term."""
-        if not self.distill_terms:
-            return
-        h, w = self.dry_run_input_size
-        inputs = torch.zeros(1, 3, h, w)
-        samples = self._dummy_data_samples(h, w)
-        was_training = self.student.training
-        self.student.eval()
-        self._clear_records()
-        with torch.no_grad():
-            self._forward_for_records(self.student, inputs, samples,
-                                      [k[0] for k in self._student_rec])
-            self._forward_for_records(self.teacher,
-                                      self._teacher_inputs(inputs), samples,
-                                      [k[0] for k in self._teacher_rec])
-        self.student.train(was_training)
-        for key, rec in self._teacher_rec.items():
-            if not rec.data:
-                raise ValueError(
-                    f'teacher layer {key[0]!r} did not run in the teacher '
-                    f'forward (no loss is computed for the teacher); record '
-                    f'a layer that does')
-            self._teacher_calls[key] = len(rec.data)
-        for term in self.distill_terms.values():
-            s_rec = self._student_rec[term.student_key]
-            if not s_rec.data and getattr(term, 'student_runs_in_tensor_mode',
-                                          True):
-                raise ValueError(
-                    f'distill term {term.name!r}: student layer '
-                    f'{term.student_path!r} did not run in the student '
-                    f'forward; record a layer that does')
-            term.build_levels(
-                s_rec.levels(),
-                self._teacher_rec[term.teacher_key].levels(),
-                has_data_samples=samples is not None,
-                gt_field=self.gt_field)
-        self._clear_records()
 
     def load_teacher(self) -> None:
         """Load ``teacher_ckpt`` into the teacher (idempotent)."""
@@ -373,37 +368,22 @@ class BaseDistiller(BaseModel):
 
     # ------------------------------------------------------------------
     # forward
-    def _clear_records(self) -> None:
-        for rec in self._student_rec.values():
-            rec.clear()
-        for rec in self._teacher_rec.values():
-            rec.clear()
-
-    def _on_teacher_record(self) -> None:
-        if not self._early_stop:
-            return
-        for key, rec in self._teacher_rec.items():
-            if len(rec.data) < self._teacher_calls[key]:
-                return
-        raise _TeacherDone
-
     def run_teacher(self, inputs: torch.Tensor,
                     data_samples: Optional[list]) -> None:
-        """Forward the teacher until every recorded layer has run."""
-        self._early_stop = True
-        try:
+        """Forward the teacher, without grad, until every recorded layer
+        has run."""
+
+        def forward() -> None:
             with torch.no_grad():
                 self._forward_for_records(
                     self.teacher, self._teacher_inputs(inputs), data_samples,
-                    self._teacher_paths)
-        except _TeacherDone:
-            pass
-        finally:
-            self._early_stop = False
+                    self.records.teacher.paths)
+
+        self.records.teacher.run_until_complete(forward)
 
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
-        """Student task losses (unchanged) plus one key per term and level.
+        """Student task losses (unchanged) plus every term's losses.
 
         Args:
             inputs: Preprocessed batch, (N, 3, H, W).
@@ -411,36 +391,41 @@ class BaseDistiller(BaseModel):
 
         Returns:
             Dict of losses; distillation terms are ``loss_kd_<name>`` or
-            ``loss_kd_<name>_l<i>`` for multi-level layers.
+            ``loss_kd_<name>_<suffix>`` (e.g. ``_l<i>`` per level).
         """
-        self._clear_records()
         distill = self.distill_enabled and len(self.distill_terms) > 0
+        self.records.clear()
         if distill:
             self.run_teacher(inputs, data_samples)
         losses = dict(self.student.loss(inputs, data_samples))
         if distill:
             for term in self.distill_terms.values():
-                s_levels = self._student_rec[term.student_key].levels()
-                t_levels = self._teacher_rec[term.teacher_key].levels()
-                for key, value in term(s_levels, t_levels,
-                                       data_samples).items():
-                    if key in losses:
-                        raise KeyError(f'distill loss key {key!r} clashes '
-                                       f'with a student loss')
-                    losses[key] = value
+                self._add_term_losses(losses, term(self.records,
+                                                   data_samples))
             if self.check_finite:
                 self._check_finite(losses)
-        self._clear_records()
+        self.records.clear()
         return losses
+
+    @staticmethod
+    def _add_term_losses(losses: Dict[str, torch.Tensor],
+                         term_losses: Dict[str, torch.Tensor]) -> None:
+        for key, value in term_losses.items():
+            if key in losses:
+                raise KeyError(f'distill loss key {key!r} clashes with a '
+                               f'student loss')
+            losses[key] = value
 
     def _check_finite(self, losses: Dict[str, torch.Tensor]) -> None:
         """Raise ``FloatingPointError`` if a distillation term is NaN/Inf.
 
         Called in ``loss`` mode, i.e. before backward and the optimizer
         step: the weights are still those of the previous iteration and the
-        checkpoints on disk are untouched.
+        checkpoints on disk are untouched. Each term says which keys it
+        owns.
         """
-        keys = [k for k in losses if k.startswith('loss_kd_')]
+        keys = [k for t in self.distill_terms.values() for k in t.loss_keys
+                if k in losses]
         if not keys:
             return
         values = torch.stack([losses[k].detach().float().sum() for k in keys])
@@ -454,11 +439,8 @@ class BaseDistiller(BaseModel):
         where = (f'training iteration {it + 1}' if isinstance(it, int) else
                  'this iteration')
         names = ', '.join(f'{k} = {v}' for k, v in bad)
-        terms = sorted({
-            t.name for t in self.distill_terms.values()
-            for k, _ in bad
-            if k == f'loss_kd_{t.name}' or k.startswith(f'loss_kd_{t.name}_l')
-        })
+        terms = sorted({t.name for t in self.distill_terms.values()
+                        for k, _ in bad if t.owns(k)})
         raise FloatingPointError(
             f'distillation term(s) {terms} not finite at {where}: {names}. '
             f'Training stopped before the optimizer step, so the newest '
@@ -470,7 +452,7 @@ class BaseDistiller(BaseModel):
                 data_samples: Optional[list] = None) -> list:
         """Predict with the student."""
         out = self.student(inputs, data_samples, mode='predict')
-        self._clear_records()
+        self.records.clear()
         return out
 
     def _forward(self,
@@ -478,7 +460,7 @@ class BaseDistiller(BaseModel):
                  data_samples: Optional[list] = None) -> ForwardResults:
         """Raw outputs of the student."""
         out = self.student(inputs, data_samples, mode='tensor')
-        self._clear_records()
+        self.records.clear()
         return out
 
     def forward(self,
@@ -494,7 +476,3 @@ class BaseDistiller(BaseModel):
             return self._forward(inputs, data_samples)
         raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, '
                            'predict and tensor mode')
-
-    def student_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The student's own state dict (what the export tool saves)."""
-        return self.student.state_dict()

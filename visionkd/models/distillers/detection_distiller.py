@@ -4,9 +4,6 @@ import torch.nn as nn
 from visionkd.registry import MODELS
 
 from .base_distiller import BaseDistiller
-from .distill_term import DistillTerm
-from .ld_distill_term import LDDistillTerm
-from .roi_distill_term import RoIDistillTerm
 
 __all__ = ['DetectionDistiller']
 
@@ -19,8 +16,9 @@ class DetectionDistiller(BaseDistiller):
     DETR-like). Ground-truth-driven losses receive the batch's
     ``DetDataSample`` list. See :class:`BaseDistiller` for the arguments.
 
-    Besides feature/logit terms (:class:`DistillTerm`), a term may set
-    ``mode``:
+    Besides feature/logit terms (``mode='feature'``, the default,
+    :class:`FeatureDistillTerm`), a term may set ``mode`` to any mode
+    registered in :data:`visionkd.registry.TERM_MODES` for detection:
 
     * ``mode='roi'`` (:class:`RoIDistillTerm`): RoI-level KD of two-stage
       detectors; the teacher's RoI head scores the student's sampled
@@ -45,19 +43,8 @@ class DetectionDistiller(BaseDistiller):
     """
 
     default_scope = 'mmdet'
+    task = 'detection'
     gt_field = 'gt_instances'
-
-    #: ``mode`` of a distillation term -> its class
-    term_modes = dict(roi=RoIDistillTerm, ld=LDDistillTerm)
-
-    def _build_term(self, name: str, cfg: dict) -> nn.Module:
-        mode = cfg.get('mode') if isinstance(cfg, dict) else None
-        if mode is None:
-            return DistillTerm(name, cfg)
-        if mode not in self.term_modes:
-            raise ValueError(f'distill term {name!r}: unknown mode {mode!r}; '
-                             f'modes: {sorted(self.term_modes)} (or none)')
-        return self.term_modes[mode](name, cfg)
 
     def _check_task(self, model: nn.Module, role: str) -> None:
         from mmdet.models.detectors import BaseDetector

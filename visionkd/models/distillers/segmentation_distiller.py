@@ -36,6 +36,7 @@ class SegmentationDistiller(BaseDistiller):
     """
 
     default_scope = 'mmseg'
+    task = 'segmentation'
     gt_field = 'gt_sem_seg'
 
     def _check_task(self, model: nn.Module, role: str) -> None:

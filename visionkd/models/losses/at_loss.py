@@ -41,11 +41,10 @@ class ATLoss(nn.Module):
         Args:
             preds_S: Student feature, shape (N, C_s, H, W).
             preds_T: Teacher feature, shape (N, C_t, H, W); the channel
-                counts may differ. Detached here.
+                counts may differ.
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         diff = self.attention(preds_S) - self.attention(preds_T)
         return self.loss_weight * diff.pow(2).mean()

@@ -8,7 +8,7 @@ from mmengine.dist import all_gather, get_dist_info
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial, stack_seg_labels
+from .seg_utils import check_same_size, stack_seg_labels
 
 __all__ = ['CIRKDMemoryLoss']
 
@@ -54,7 +54,12 @@ class CIRKDMemoryLoss(nn.Module):
       ``loss_weight=0.1``.
 
     Random choices use PyTorch's default CPU generator, so
-    :func:`torch.manual_seed` makes them reproducible.
+    :func:`torch.manual_seed` makes them reproducible. The queues are data
+    (teacher embeddings), not parameters: they are stored in the buffers'
+    dtype and cast to the embeddings' dtype when they are used, so the loss
+    computes in the dtype it is given. Student and teacher must have the
+    same spatial size (``connector=dict(type='ResizeConnector')`` in the
+    distillation term aligns them).
 
     Deviations from the official code:
 
@@ -98,13 +103,7 @@ class CIRKDMemoryLoss(nn.Module):
         loss_weight: Weight of the loss. Defaults to 1.0.
         gather: Enqueue the embeddings of all processes under distributed
             training, as officially. Defaults to True.
-        resize_stu: If the spatial sizes differ, resize the student to the
-            teacher (True) or the teacher to the student (False), bilinear.
-            Defaults to True.
     """
-
-    #: Spatial sizes may differ: the student map is resized.
-    allow_spatial_mismatch = True
 
     #: Ground truth this loss reads from every data sample.
     gt_field = 'gt_sem_seg'
@@ -123,8 +122,7 @@ class CIRKDMemoryLoss(nn.Module):
                  region_weight: float = 1.0,
                  ignore_index: int = 255,
                  loss_weight: float = 1.0,
-                 gather: bool = True,
-                 resize_stu: bool = True) -> None:
+                 gather: bool = True) -> None:
         super().__init__()
         for name, value in (('num_classes', num_classes),
                             ('teacher_channels', teacher_channels),
@@ -154,7 +152,6 @@ class CIRKDMemoryLoss(nn.Module):
         self.ignore_index = int(ignore_index)
         self.loss_weight = float(loss_weight)
         self.gather = bool(gather)
-        self.resize_stu = bool(resize_stu)
 
         K, C = self.num_classes, self.teacher_channels
         self.register_buffer(
@@ -236,6 +233,7 @@ class CIRKDMemoryLoss(nn.Module):
                      anchors_T: torch.Tensor,
                      memory: torch.Tensor) -> torch.Tensor:
         """KD between the anchors' similarity distributions to memory."""
+        memory = memory.to(anchors_S.dtype)
         logits_S = anchors_S @ memory.t() / self.temperature
         logits_T = anchors_T @ memory.t() / self.temperature
         log_p_S = F.log_softmax(logits_S / self.kd_temperature, dim=1)
@@ -248,16 +246,15 @@ class CIRKDMemoryLoss(nn.Module):
         """Compute the loss (and, in training mode, update the memory).
 
         Args:
-            preds_S: Student embedding, shape (N, C, H_s, W_s), C =
+            preds_S: Student embedding, shape (N, C, H, W), C =
                 ``teacher_channels``.
-            preds_T: Teacher embedding, shape (N, C, H_t, W_t); detached.
+            preds_T: Teacher embedding, shape (N, C, H, W).
             data_samples: N mmseg ``SegDataSample`` s with ``gt_sem_seg``.
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
-        preds_S, preds_T = align_spatial(preds_S, preds_T, self.resize_stu)
+        check_same_size(preds_S, preds_T, 'CIRKDMemoryLoss')
         C = self.teacher_channels
         if preds_S.shape[1] != C or preds_T.shape[1] != C:
             raise ValueError(
@@ -265,8 +262,8 @@ class CIRKDMemoryLoss(nn.Module):
                 f'{preds_S.shape[1]} and teacher {preds_T.shape[1]}; add a '
                 f'connector that maps the student to the teacher channels')
         N, _, H, W = preds_T.shape
-        feat_S = F.normalize(preds_S.float(), p=2, dim=1)
-        feat_T = F.normalize(preds_T.float(), p=2, dim=1)
+        feat_S = F.normalize(preds_S, p=2, dim=1)
+        feat_T = F.normalize(preds_T, p=2, dim=1)
         labels = stack_seg_labels(
             data_samples, (H, W), preds_T.device, batch_size=N)
         if self.training:

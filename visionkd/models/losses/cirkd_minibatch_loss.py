@@ -8,7 +8,7 @@ from mmengine.dist import all_gather, get_dist_info
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial
+from .seg_utils import check_same_size
 
 __all__ = ['CIRKDMiniBatchLoss']
 
@@ -49,7 +49,9 @@ class CIRKDMiniBatchLoss(nn.Module):
     used either way.
 
     Only (H*W x H*W) similarities are compared, so student and teacher may
-    have different channel counts. Spatial sizes are aligned first.
+    have different channel counts. Spatial sizes must be equal; add
+    ``connector=dict(type='ResizeConnector')`` to the distillation term
+    otherwise.
 
     Args:
         temperature: Temperature of the similarity distributions.
@@ -57,21 +59,15 @@ class CIRKDMiniBatchLoss(nn.Module):
         loss_weight: Weight of the loss. Defaults to 1.0.
         gather: Gather the features of all processes under distributed
             training. Defaults to True.
-        resize_stu: If the spatial sizes differ, resize the student to the
-            teacher (True) or the teacher to the student (False), bilinear.
-            Defaults to True.
     """
 
-    #: Spatial sizes may differ: the student map is resized.
-    allow_spatial_mismatch = True
     #: Channels may differ: only pixel-pixel similarities are compared.
     allow_channel_mismatch = True
 
     def __init__(self,
                  temperature: float = 0.1,
                  loss_weight: float = 1.0,
-                 gather: bool = True,
-                 resize_stu: bool = True) -> None:
+                 gather: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f'temperature must be positive, got '
@@ -79,7 +75,6 @@ class CIRKDMiniBatchLoss(nn.Module):
         self.temperature = float(temperature)
         self.loss_weight = float(loss_weight)
         self.gather = bool(gather)
-        self.resize_stu = bool(resize_stu)
 
     def _gather(self, feat_S: torch.Tensor, feat_T: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,16 +115,15 @@ class CIRKDMiniBatchLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            preds_S: Student feature, shape (B, C_s, H_s, W_s).
-            preds_T: Teacher feature, shape (B, C_t, H_t, W_t); detached.
+            preds_S: Student feature, shape (B, C_s, H, W).
+            preds_T: Teacher feature, shape (B, C_t, H, W).
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
-        preds_S, preds_T = align_spatial(preds_S, preds_T, self.resize_stu)
-        feat_S = F.normalize(preds_S.float(), p=2, dim=1).flatten(2)
-        feat_T = F.normalize(preds_T.float(), p=2, dim=1).flatten(2)
+        check_same_size(preds_S, preds_T, 'CIRKDMiniBatchLoss')
+        feat_S = F.normalize(preds_S, p=2, dim=1).flatten(2)
+        feat_T = F.normalize(preds_T, p=2, dim=1).flatten(2)
         feat_S, feat_T, local = self._gather(feat_S, feat_T)
         B = feat_S.shape[0]
         loss = feat_S.new_zeros(())

@@ -37,15 +37,14 @@ class ChannelWiseDivergence(nn.Module):
 
         Args:
             preds_S: Student feature or logits, shape (N, C, H, W).
-            preds_T: Teacher tensor of the same shape; detached here.
+            preds_T: Teacher tensor of the same shape.
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         N, C, H, W = preds_S.shape
-        logits_S = preds_S.reshape(N * C, H * W).float() / self.tau
-        logits_T = preds_T.reshape(N * C, H * W).float() / self.tau
+        logits_S = preds_S.reshape(N * C, H * W) / self.tau
+        logits_T = preds_T.reshape(N * C, H * W) / self.tau
         log_p_T = F.log_softmax(logits_T, dim=1)
         kl = (log_p_T.exp() * (log_p_T - F.log_softmax(logits_S, dim=1)))
         loss = kl.sum() * self.tau**2 / (N * C)

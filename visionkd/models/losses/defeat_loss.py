@@ -65,6 +65,12 @@ class DeFeatLoss(nn.Module):
     * ``loss_weight`` (default 1) is an extra overall factor and
       ``adapter=False`` (equal channels only) an extension.
 
+    The adapter stays inside the loss (rather than a connector) because it
+    is part of the method, with its own initialisation, and checkpoints
+    hold it under this loss. The loss computes in the dtype of its inputs;
+    like any module with parameters it is converted with them
+    (``loss.double()``).
+
     Args:
         student_channels: Channels of the student feature (filled in by the
             distiller).
@@ -139,13 +145,15 @@ class DeFeatLoss(nn.Module):
         return lvls.clamp(min=0, max=len(self.strides) - 1).long()
 
     def get_mask(self, data_samples: List, N: int, H: int, W: int,
-                 device: torch.device) -> torch.Tensor:
-        """Binary GT mask of this level, shape (N, 1, H, W), float32.
+                 device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Binary GT mask of this level, shape (N, 1, H, W), ``dtype``.
 
         Args:
             data_samples: One ``DetDataSample``-like object per image.
             N, H, W: Batch size and feature map size.
             device: Device of the mask.
+            dtype: Dtype of the mask (that of the features).
         """
         mask = torch.zeros(N, H, W, dtype=torch.bool, device=device)
         ys = torch.arange(H, device=device)
@@ -170,7 +178,7 @@ class DeFeatLoss(nn.Module):
             in_y = (ys >= ly[:, None]) & (ys < ry[:, None])  # (n, H)
             in_x = (xs >= lx[:, None]) & (xs < rx[:, None])  # (n, W)
             mask[i] = (in_y[:, :, None] & in_x[:, None, :]).any(dim=0)
-        return mask[:, None].float()
+        return mask[:, None].to(dtype)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 data_samples: List) -> torch.Tensor:
@@ -178,7 +186,7 @@ class DeFeatLoss(nn.Module):
 
         Args:
             preds_S: Student feature, shape (N, C_s, H, W).
-            preds_T: Teacher feature, shape (N, C_t, H, W); detached here.
+            preds_T: Teacher feature, shape (N, C_t, H, W).
             data_samples: One ``DetDataSample`` per image, with
                 ``gt_instances.bboxes`` (n, 4) xyxy pixels of the padded
                 batch and ``metainfo['batch_input_shape']``.
@@ -186,13 +194,12 @@ class DeFeatLoss(nn.Module):
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         check_level_inputs(preds_S, preds_T, data_samples, 'DeFeatLoss')
         N, C, H, W = preds_T.shape
         if self.adapter is not None:
             preds_S = self.adapter(preds_S)
-        mask = self.get_mask(data_samples, N, H, W, preds_T.device)
-        diff = (preds_S.float() - preds_T.float()).pow(2)
+        diff = (preds_S - preds_T).pow(2)
+        mask = self.get_mask(data_samples, N, H, W, diff.device, diff.dtype)
         n_fg = mask.sum()
         n_bg = N * H * W - n_fg
         fg = (diff * mask).sum() / (2 * C * n_fg).clamp(min=1.0)

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial
+from .seg_utils import check_same_size
 
 __all__ = ['DISTLoss']
 
@@ -41,28 +41,23 @@ class DISTLoss(nn.Module):
     Pearson is the cosine of the centred vectors with ``eps=1e-8`` added to
     the norm product, as officially. The official segmentation version has
     no temperature (``tau=1``, the default here); the classification
-    version and MMRazor's ``DISTLoss`` use ``tau`` as above. Spatial sizes
-    are aligned first (MMRazor also resizes the student to the teacher).
+    version and MMRazor's ``DISTLoss`` use ``tau`` as above. Student and
+    teacher logits must have the same shape; where MMRazor resizes the
+    student to the teacher inside the loss, add
+    ``connector=dict(type='ResizeConnector')`` to the distillation term.
 
     Args:
         beta: Weight of the inter-class relation. Defaults to 1.0.
         gamma: Weight of the intra-class relation. Defaults to 1.0.
         tau: Temperature. Defaults to 1.0.
         loss_weight: Weight of the loss. Defaults to 1.0.
-        resize_stu: If the spatial sizes differ, resize the student logits
-            to the teacher (True) or the teacher to the student (False),
-            bilinear. Defaults to True.
     """
-
-    #: The distiller may feed logits of different spatial size.
-    allow_spatial_mismatch = True
 
     def __init__(self,
                  beta: float = 1.0,
                  gamma: float = 1.0,
                  tau: float = 1.0,
-                 loss_weight: float = 1.0,
-                 resize_stu: bool = True) -> None:
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f'tau must be positive, got {tau}')
@@ -70,28 +65,24 @@ class DISTLoss(nn.Module):
         self.gamma = float(gamma)
         self.tau = float(tau)
         self.loss_weight = float(loss_weight)
-        self.resize_stu = bool(resize_stu)
 
     def forward(self, preds_S: torch.Tensor,
                 preds_T: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
 
         Args:
-            preds_S: Student logits, shape (N, C) or (N, C, H_s, W_s).
-            preds_T: Teacher logits, shape (N, C) or (N, C, H_t, W_t);
-                detached here.
+            preds_S: Student logits, shape (N, C) or (N, C, H, W).
+            preds_T: Teacher logits of the same shape.
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         if preds_S.dim() not in (2, 4) or preds_S.dim() != preds_T.dim():
             raise ValueError(f'DISTLoss expects (N, C) or (N, C, H, W) '
                              f'logits, got {tuple(preds_S.shape)} and '
                              f'{tuple(preds_T.shape)}')
         if preds_S.dim() == 4:
-            preds_S, preds_T = align_spatial(preds_S, preds_T,
-                                             self.resize_stu)
+            check_same_size(preds_S, preds_T, 'DISTLoss')
         if preds_S.shape != preds_T.shape:
             raise ValueError(f'DISTLoss needs logits of the same shape, got '
                              f'{tuple(preds_S.shape)} (student) and '
@@ -100,8 +91,8 @@ class DISTLoss(nn.Module):
         if preds_S.dim() == 4:
             preds_S = preds_S.transpose(1, 3).reshape(-1, C)
             preds_T = preds_T.transpose(1, 3).reshape(-1, C)
-        y_S = (preds_S.float() / self.tau).softmax(dim=1)
-        y_T = (preds_T.float() / self.tau).softmax(dim=1)
+        y_S = (preds_S / self.tau).softmax(dim=1)
+        y_T = (preds_T / self.tau).softmax(dim=1)
         inter = 1 - _pearson(y_S, y_T).mean()
         intra = 1 - _pearson(y_S.t(), y_T.t()).mean()
         loss = self.tau**2 * (self.beta * inter + self.gamma * intra)

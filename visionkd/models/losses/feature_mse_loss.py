@@ -43,12 +43,11 @@ class FeatureMSELoss(nn.Module):
 
         Args:
             preds_S: Student feature, shape (N, C, H, W) or any shape.
-            preds_T: Teacher feature of the same shape; detached here.
+            preds_T: Teacher feature of the same shape.
 
         Returns:
             Scalar loss (or per-element loss for ``reduction='none'``).
         """
-        preds_T = preds_T.detach()
         if self.normalize:
             preds_S = F.normalize(preds_S.flatten(1), dim=1).view_as(preds_S)
             preds_T = F.normalize(preds_T.flatten(1), dim=1).view_as(preds_T)

@@ -47,6 +47,12 @@ class FGDLoss(nn.Module):
     ``channel_add_conv`` zero, everything else PyTorch's default. With the
     zero last conv the GcBlocks start as the identity.
 
+    The 1x1 ``align`` conv stays inside the loss (rather than a connector)
+    because it is part of the method: the official ``FeatureLoss`` owns it,
+    and checkpoints hold it under this loss. The loss computes in the dtype
+    of its inputs; like any module with parameters it must be converted
+    with them (``loss.double()``, or the whole distiller).
+
     Differences from the official code:
 
     * Boxes are mapped with the padded ``batch_input_shape``, the size the
@@ -144,18 +150,22 @@ class FGDLoss(nn.Module):
 
     @staticmethod
     def get_masks(data_samples: List, N: int, H: int, W: int,
-                  device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+                  device: torch.device,
+                  dtype: torch.dtype = torch.float32
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Foreground (area-scaled) and normalised background masks.
 
         Args:
             data_samples: One ``DetDataSample``-like object per image.
             N, H, W: Batch size and feature map size.
             device: Device of the masks.
+            dtype: Dtype of the masks (that of the features). Box
+                coordinates are mapped in float32, the GT's precision.
 
         Returns:
-            ``(mask_fg, mask_bg)``, each of shape (N, H, W), float32.
+            ``(mask_fg, mask_bg)``, each of shape (N, H, W).
         """
-        mask_fg = torch.zeros(N, H, W, device=device)
+        mask_fg = torch.zeros(N, H, W, device=device, dtype=dtype)
         ys = torch.arange(H, device=device)
         xs = torch.arange(W, device=device)
         for i, sample in enumerate(data_samples):
@@ -167,14 +177,15 @@ class FGDLoss(nn.Module):
             wmax = torch.ceil(boxes[:, 2] / w_in * W)
             hmin = torch.floor(boxes[:, 1] / h_in * H)
             hmax = torch.ceil(boxes[:, 3] / h_in * H)
-            area = 1.0 / (hmax + 1 - hmin) / (wmax + 1 - wmin)
+            area = (1.0 / (hmax + 1 - hmin).to(dtype) /
+                    (wmax + 1 - wmin).to(dtype))
             in_y = (ys >= hmin[:, None]) & (ys <= hmax[:, None])  # (n, H)
             in_x = (xs >= wmin[:, None]) & (xs <= wmax[:, None])  # (n, W)
             inside = in_y[:, :, None] & in_x[:, None, :]  # (n, H, W)
             value = torch.where(inside, area[:, None, None],
                                 area.new_zeros(()))
             mask_fg[i] = value.amax(dim=0).clamp(min=0)
-        mask_bg = (mask_fg <= 0).float()
+        mask_bg = (mask_fg <= 0).to(dtype)
         bg_sum = mask_bg.sum(dim=(1, 2), keepdim=True)
         mask_bg = torch.where(bg_sum > 0, mask_bg / bg_sum.clamp(min=1),
                               mask_bg)
@@ -223,7 +234,7 @@ class FGDLoss(nn.Module):
             self.spatial_pool(preds_S, self.conv_mask_s))
         out_t = preds_T + self.channel_add_conv_t(
             self.spatial_pool(preds_T, self.conv_mask_t))
-        return (out_s.float() - out_t.float()).pow(2).sum() / len(out_s)
+        return (out_s - out_t).pow(2).sum() / len(out_s)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 data_samples: List) -> torch.Tensor:
@@ -231,7 +242,7 @@ class FGDLoss(nn.Module):
 
         Args:
             preds_S: Student feature, shape (N, C_s, H, W).
-            preds_T: Teacher feature, shape (N, C_t, H, W); detached here.
+            preds_T: Teacher feature, shape (N, C_t, H, W).
             data_samples: One ``DetDataSample`` per image, with
                 ``gt_instances.bboxes`` (n, 4) xyxy pixels of the padded
                 batch and ``metainfo['batch_input_shape']``.
@@ -239,16 +250,16 @@ class FGDLoss(nn.Module):
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         check_level_inputs(preds_S, preds_T, data_samples, 'FGDLoss')
+        S, T = preds_S, preds_T
         if self.align is not None:
-            preds_S = self.align(preds_S)
-        N, C, H, W = preds_T.shape
+            S = self.align(S)
+        N, C, H, W = T.shape
 
-        S, T = preds_S.float(), preds_T.float()
         s_att_t, c_att_t = self.get_attention(T)
         s_att_s, c_att_s = self.get_attention(S)
-        mask_fg, mask_bg = self.get_masks(data_samples, N, H, W, S.device)
+        mask_fg, mask_bg = self.get_masks(data_samples, N, H, W, S.device,
+                                          S.dtype)
 
         # One (N, C, H, W) difference and its square serve every term.
         diff = S - T

@@ -62,6 +62,13 @@ class FGFILoss(nn.Module):
       are extensions; drop the ReLU for features that can be negative
       (e.g. FPN outputs; DeFeat's FGFI re-implementation does the same).
 
+    The adapter stays inside the loss (rather than a connector) because it
+    is part of the method, with its own initialisation, and checkpoints
+    hold it under this loss. Anchors and boxes are compared in float32
+    (the GT's precision); the loss computes in the dtype of its inputs and,
+    like any module with parameters, is converted with them
+    (``loss.double()``).
+
     Args:
         student_channels: Channels of the student feature (filled in by the
             distiller).
@@ -158,8 +165,9 @@ class FGFILoss(nn.Module):
         return (shifts[:, None, :] + base_anchors[None]).reshape(-1, 4)
 
     def get_mask(self, data_samples: List, N: int, H: int, W: int,
-                 device: torch.device) -> torch.Tensor:
-        """Imitation mask, shape (N, 1, H, W), float32 in {0, 1}.
+                 device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Imitation mask, shape (N, 1, H, W), ``dtype`` in {0, 1}.
 
         Computed without materialising the IoU matrix. On the anchor grid
         the overlap of anchor shape ``a`` at (y, x) with box ``b`` is
@@ -176,6 +184,7 @@ class FGFILoss(nn.Module):
             data_samples: One ``DetDataSample``-like object per image.
             N, H, W: Batch size and feature map size.
             device: Device of the mask.
+            dtype: Dtype of the mask (that of the features).
         """
         mask = torch.zeros(N, H, W, dtype=torch.bool, device=device)
         if self.stride is None:
@@ -207,7 +216,7 @@ class FGFILoss(nn.Module):
             overlap = ih[..., :, None] * iw[..., None, :]  # (A, n, H, W)
             hit = overlap > min_overlap[..., None, None]
             mask[i] = hit.flatten(0, 1).any(dim=0)
-        return mask[:, None].float()
+        return mask[:, None].to(dtype)
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 data_samples: List) -> torch.Tensor:
@@ -215,7 +224,7 @@ class FGFILoss(nn.Module):
 
         Args:
             preds_S: Student feature, shape (N, C_s, H, W).
-            preds_T: Teacher feature, shape (N, C_t, H, W); detached here.
+            preds_T: Teacher feature, shape (N, C_t, H, W).
             data_samples: One ``DetDataSample`` per image, with
                 ``gt_instances.bboxes`` (n, 4) xyxy pixels of the padded
                 batch and ``metainfo['batch_input_shape']``.
@@ -223,13 +232,12 @@ class FGFILoss(nn.Module):
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         check_level_inputs(preds_S, preds_T, data_samples, 'FGFILoss')
         N, _, H, W = preds_T.shape
         if self.adapter is not None:
             preds_S = self.adapter(preds_S)
-        mask = self.get_mask(data_samples, N, H, W, preds_T.device)
+        diff = (preds_S - preds_T).pow(2)
+        mask = self.get_mask(data_samples, N, H, W, diff.device, diff.dtype)
         norms = (mask.sum() * 2).clamp(min=1.0)
-        diff = (preds_S.float() - preds_T.float()).pow(2)
         return self.loss_weight * (diff * mask).sum() / norms
 

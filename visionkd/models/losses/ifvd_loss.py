@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial, stack_seg_labels
+from .seg_utils import check_same_size, stack_seg_labels
 
 __all__ = ['IFVDLoss']
 
@@ -36,20 +36,16 @@ class IFVDLoss(nn.Module):
     The gradient also flows through the student prototypes, as officially.
 
     Only (N, H, W) similarity maps are compared, so student and teacher may
-    have different channel counts. Spatial sizes are aligned first.
+    have different channel counts. Spatial sizes must be equal; add
+    ``connector=dict(type='ResizeConnector')`` to the distillation term
+    otherwise.
 
     Args:
         num_classes: Number of classes.
         ignore_index: Label to ignore. Defaults to 255.
         loss_weight: Weight of the loss. Defaults to 1.0.
-        resize_stu: If the spatial sizes differ, resize the student to the
-            teacher (True) or the teacher to the student (False), bilinear;
-            labels are resized (nearest) to the common size. Defaults to
-            True.
     """
 
-    #: Spatial sizes may differ: the student map is resized.
-    allow_spatial_mismatch = True
     #: Channels may differ: only per-pixel similarity maps are compared.
     allow_channel_mismatch = True
 
@@ -59,15 +55,13 @@ class IFVDLoss(nn.Module):
     def __init__(self,
                  num_classes: int,
                  ignore_index: int = 255,
-                 loss_weight: float = 1.0,
-                 resize_stu: bool = True) -> None:
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if int(num_classes) < 1:
             raise ValueError(f'num_classes must be >= 1, got {num_classes}')
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
         self.loss_weight = float(loss_weight)
-        self.resize_stu = bool(resize_stu)
 
     def valid_mask(self, labels: torch.Tensor) -> torch.Tensor:
         """Pixels that belong to a class: in range and not ignored."""
@@ -90,7 +84,7 @@ class IFVDLoss(nn.Module):
         valid = self.valid_mask(labels).flatten(1)  # (N, P)
         # Invalid pixels go to an extra bucket K that is never used.
         index = torch.where(valid, labels.flatten(1), K)  # (N, P)
-        pixels = feat.float().flatten(2).transpose(1, 2)  # (N, P, C)
+        pixels = feat.flatten(2).transpose(1, 2)  # (N, P, C)
         gather_index = index[..., None].expand(-1, -1, C)
         sums = pixels.new_zeros(N, K + 1, C).scatter_add(
             1, gather_index, pixels)
@@ -106,16 +100,16 @@ class IFVDLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            preds_S: Student feature, shape (N, C_s, H_s, W_s).
-            preds_T: Teacher feature, shape (N, C_t, H_t, W_t); detached.
+            preds_S: Student feature, shape (N, C_s, H, W).
+            preds_T: Teacher feature, shape (N, C_t, H, W).
             data_samples: N mmseg ``SegDataSample`` s with ``gt_sem_seg``
-                (label map (1, H, W), any size).
+                (label map (1, H, W), any size: resized (nearest) to the
+                feature size).
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
-        preds_S, preds_T = align_spatial(preds_S, preds_T, self.resize_stu)
+        check_same_size(preds_S, preds_T, 'IFVDLoss')
         N, _, H, W = preds_T.shape
         labels = stack_seg_labels(
             data_samples, (H, W), preds_T.device, batch_size=N)

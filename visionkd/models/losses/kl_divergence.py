@@ -44,13 +44,12 @@ class KLDivergence(nn.Module):
 
         Args:
             preds_S: Student logits, shape (N, C) or (N, C, ...).
-            preds_T: Teacher logits of the same shape; detached here.
+            preds_T: Teacher logits of the same shape.
 
         Returns:
             Scalar loss (per-element for ``reduction='none'``).
         """
-        preds_T = preds_T.detach()
-        log_p_S = F.log_softmax(preds_S.float() / self.tau, dim=1)
-        p_T = F.softmax(preds_T.float() / self.tau, dim=1)
+        log_p_S = F.log_softmax(preds_S / self.tau, dim=1)
+        p_T = F.softmax(preds_T / self.tau, dim=1)
         loss = F.kl_div(log_p_S, p_T, reduction=self.reduction)
         return self.loss_weight * self.tau**2 * loss

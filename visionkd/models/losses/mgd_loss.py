@@ -31,6 +31,12 @@ class MGDLoss(nn.Module):
     is not zero for identical inputs; it is zero only if the generator
     reproduces ``T`` from the masked input.
 
+    The optional 1x1 ``align`` conv stays inside the loss (rather than a
+    connector) because it is part of the method (the official
+    ``FeatureLoss`` owns it) and checkpoints hold it under this loss. The
+    loss computes in the dtype of its inputs; like any module with
+    parameters it must be converted with them (``loss.double()``).
+
     Args:
         student_channels: Channels of the student feature (filled in by the
             distiller).
@@ -69,7 +75,11 @@ class MGDLoss(nn.Module):
             nn.Conv2d(c, c, kernel_size=3, padding=1))
 
     def random_mask(self, feat: torch.Tensor) -> torch.Tensor:
-        """Keep-mask (N, 1, H, W) in ``feat``'s dtype, 1 = kept location."""
+        """Keep-mask (N, 1, H, W) in ``feat``'s dtype, 1 = kept location.
+
+        Drawn in float32 whatever the dtype, so that a seed gives the same
+        mask in every precision.
+        """
         N, _, H, W = feat.shape
         mat = torch.rand((N, 1, H, W), device=feat.device)
         return (mat <= 1 - self.lambda_mgd).to(feat.dtype)
@@ -80,12 +90,11 @@ class MGDLoss(nn.Module):
 
         Args:
             preds_S: Student feature, shape (N, C_s, H, W).
-            preds_T: Teacher feature, shape (N, C_t, H, W); detached here.
+            preds_T: Teacher feature, shape (N, C_t, H, W).
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
         if preds_S.shape[-2:] != preds_T.shape[-2:]:
             raise ValueError(f'MGDLoss needs maps of equal size, got student'
                              f' {tuple(preds_S.shape)} and teacher '
@@ -94,5 +103,5 @@ class MGDLoss(nn.Module):
             preds_S = self.align(preds_S)
         N = preds_T.shape[0]
         new_fea = self.generation(preds_S * self.random_mask(preds_S))
-        loss = (new_fea.float() - preds_T.float()).pow(2).sum() / N
+        loss = (new_fea - preds_T).pow(2).sum() / N
         return self.loss_weight * self.alpha_mgd * loss

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial
+from .seg_utils import check_same_size
 
 __all__ = ['PairWiseAffinityLoss']
 
@@ -26,13 +26,15 @@ class PairWiseAffinityLoss(nn.Module):
        map), no padding, ``ceil_mode=True``; this gives ``M`` nodes.
     2. Each node's feature is divided by its L2 norm over channels plus
        ``1e-8``; as in the official code the norm is **detached** (treated
-       as a constant in the backward pass).
+       as a constant in the backward pass: a stop-gradient of the method,
+       so the student's gradient is not the derivative of the loss value).
     3. Affinity ``a_mn = f_m . f_n`` for all node pairs, shape (N, M, M).
     4. ``loss = sum((a_T - a_S)^2) / M^2 / N``, the mean over N*M*M.
 
     Because only M x M affinities are compared, the student and teacher may
-    have different channel counts. Spatial sizes are aligned first
-    (the official code needs equal sizes).
+    have different channel counts. Spatial sizes must be equal, as in the
+    official code; add ``connector=dict(type='ResizeConnector')`` to the
+    distillation term otherwise.
 
     Args:
         pool_scale: Pooling kernel as a fraction of the map size; the
@@ -40,27 +42,20 @@ class PairWiseAffinityLoss(nn.Module):
             least 1. Defaults to 0.5.
         loss_weight: Weight of the loss (the official ``lambda_pa`` is 1.0).
             Defaults to 1.0.
-        resize_stu: If the spatial sizes differ, resize the student to the
-            teacher (True) or the teacher to the student (False), bilinear.
-            Defaults to True.
     """
 
-    #: Spatial sizes may differ: the student map is resized.
-    allow_spatial_mismatch = True
     #: Channels may differ: only (M x M) affinities are compared.
     allow_channel_mismatch = True
 
     def __init__(self,
                  pool_scale: float = 0.5,
-                 loss_weight: float = 1.0,
-                 resize_stu: bool = True) -> None:
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if not 0 < pool_scale <= 1:
             raise ValueError(f'pool_scale must be in (0, 1], got '
                              f'{pool_scale}')
         self.pool_scale = float(pool_scale)
         self.loss_weight = float(loss_weight)
-        self.resize_stu = bool(resize_stu)
 
     def kernel_size(self, height: int, width: int) -> Tuple[int, int]:
         """Pooling kernel (= stride) for an (height, width) map."""
@@ -77,7 +72,6 @@ class PairWiseAffinityLoss(nn.Module):
     @staticmethod
     def similarity(feat: torch.Tensor) -> torch.Tensor:
         """Affinity of all node pairs: (N, C, h, w) -> (N, h*w, h*w)."""
-        feat = feat.float()
         norm = feat.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-8
         feat = (feat / norm.detach()).flatten(2)
         return torch.einsum('icm,icn->imn', feat, feat)
@@ -87,14 +81,13 @@ class PairWiseAffinityLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            preds_S: Student feature, shape (N, C_s, H_s, W_s).
-            preds_T: Teacher feature, shape (N, C_t, H_t, W_t); detached.
+            preds_S: Student feature, shape (N, C_s, H, W).
+            preds_T: Teacher feature, shape (N, C_t, H, W).
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
-        preds_S, preds_T = align_spatial(preds_S, preds_T, self.resize_stu)
+        check_same_size(preds_S, preds_T, 'PairWiseAffinityLoss')
         kernel = self.kernel_size(*preds_T.shape[2:])
         pooled_S = self.pool(preds_S, kernel)
         pooled_T = self.pool(preds_T, kernel)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
-from .seg_utils import align_spatial
+from .seg_utils import check_same_size
 
 __all__ = ['PixelWiseKDLoss']
 
@@ -34,48 +34,43 @@ class PixelWiseKDLoss(nn.Module):
       images_per_gpu`` (the official ``lambda_pi`` is 10.0);
     * it has no temperature; ``tau=1`` (the default) matches it.
 
+    Student and teacher logits must have the same shape; for different
+    sizes add ``connector=dict(type='ResizeConnector')`` (bilinear) to the
+    distillation term.
+
     Args:
         tau: Temperature. Defaults to 1.0.
         loss_weight: Weight of the loss. Defaults to 1.0.
-        resize_stu: If the spatial sizes differ, resize the student logits
-            to the teacher's size (True) or the teacher's to the student's
-            (False), bilinear. Defaults to True.
     """
-
-    #: The distiller may feed logits of different spatial size.
-    allow_spatial_mismatch = True
 
     def __init__(self,
                  tau: float = 1.0,
-                 loss_weight: float = 1.0,
-                 resize_stu: bool = True) -> None:
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f'tau must be positive, got {tau}')
         self.tau = float(tau)
         self.loss_weight = float(loss_weight)
-        self.resize_stu = bool(resize_stu)
 
     def forward(self, preds_S: torch.Tensor,
                 preds_T: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
 
         Args:
-            preds_S: Student logits, shape (N, C, H_s, W_s).
-            preds_T: Teacher logits, shape (N, C, H_t, W_t); detached here.
+            preds_S: Student logits, shape (N, C, H, W).
+            preds_T: Teacher logits of the same shape.
 
         Returns:
             Scalar loss.
         """
-        preds_T = preds_T.detach()
-        preds_S, preds_T = align_spatial(preds_S, preds_T, self.resize_stu)
+        check_same_size(preds_S, preds_T, 'PixelWiseKDLoss')
         if preds_S.shape[1] != preds_T.shape[1]:
             raise ValueError(f'PixelWiseKDLoss needs the same number of '
                              f'classes, got {preds_S.shape[1]} (student) '
                              f'and {preds_T.shape[1]} (teacher)')
         N, _, H, W = preds_T.shape
-        log_p_S = F.log_softmax(preds_S.float() / self.tau, dim=1)
-        log_p_T = F.log_softmax(preds_T.float() / self.tau, dim=1)
+        log_p_S = F.log_softmax(preds_S / self.tau, dim=1)
+        log_p_T = F.log_softmax(preds_T / self.tau, dim=1)
         kl = (log_p_T.exp() * (log_p_T - log_p_S)).sum()
         loss = kl * self.tau**2 / (N * H * W)
         return self.loss_weight * loss

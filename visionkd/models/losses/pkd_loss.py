@@ -24,21 +24,20 @@ class PKDLoss(nn.Module):
     ``1 - r`` with ``r`` the Pearson correlation. Tuples of levels are
     summed.
 
+    Student and teacher maps must have the same shape. MMRazor's
+    ``PKDLoss`` (and earlier versions of this one, ``resize_stu=True``)
+    resize the student to the teacher bilinearly inside the loss; here
+    alignment is the connectors' job:
+    ``connector=dict(type='ResizeConnector')`` in the distillation term
+    gives the same values.
+
     Args:
         loss_weight: Weight of the loss. Defaults to 1.0.
-        resize_stu: If the spatial sizes differ, resize the student to the
-            teacher (True) or the teacher to the student (False), bilinear.
-            Defaults to True.
     """
 
-    #: The distiller may feed maps of different spatial size.
-    allow_spatial_mismatch = True
-
-    def __init__(self, loss_weight: float = 1.0,
-                 resize_stu: bool = True) -> None:
+    def __init__(self, loss_weight: float = 1.0) -> None:
         super().__init__()
         self.loss_weight = float(loss_weight)
-        self.resize_stu = bool(resize_stu)
 
     @staticmethod
     def norm(feat: torch.Tensor) -> torch.Tensor:
@@ -55,7 +54,7 @@ class PKDLoss(nn.Module):
 
         Args:
             preds_S: Student feature (N, C, H, W) or a tuple of levels.
-            preds_T: Teacher feature(s) with the same channels; detached.
+            preds_T: Teacher feature(s) of the same shapes.
 
         Returns:
             Scalar loss summed over levels.
@@ -67,14 +66,13 @@ class PKDLoss(nn.Module):
                              f'{len(preds_T)} teacher levels')
         loss = preds_S[0].new_zeros(())
         for pred_S, pred_T in zip(preds_S, preds_T):
-            pred_T = pred_T.detach()
-            if pred_S.shape[2:] != pred_T.shape[2:]:
-                if self.resize_stu:
-                    pred_S = F.interpolate(
-                        pred_S, pred_T.shape[2:], mode='bilinear')
-                else:
-                    pred_T = F.interpolate(
-                        pred_T, pred_S.shape[2:], mode='bilinear')
+            if pred_S.shape != pred_T.shape:
+                raise ValueError(
+                    f'PKDLoss needs student and teacher maps of the same '
+                    f'shape, got {tuple(pred_S.shape)} and '
+                    f'{tuple(pred_T.shape)}; align them with connectors '
+                    f"(dict(type='ConvConnector') for channels, "
+                    f"dict(type='ResizeConnector') for H, W)")
             loss = loss + F.mse_loss(
-                self.norm(pred_S.float()), self.norm(pred_T.float())) / 2
+                self.norm(pred_S), self.norm(pred_T)) / 2
         return self.loss_weight * loss

@@ -80,13 +80,12 @@ class RoIKDLoss(nn.Module):
 
         Args:
             preds_S: Student class logits of the RoIs, (N, C + 1).
-            preds_T: Teacher class logits of the same RoIs, (N, C + 1);
-                detached here.
+            preds_T: Teacher class logits of the same RoIs, (N, C + 1).
             labels: Sampling label of each RoI, (N,), ``C`` for background.
                 ``None``: all RoIs are foreground.
             bbox_pred_S: Student box deltas, (N, 4) or (N, 4 * C); needed
                 when ``loss_weight_bbox > 0``.
-            bbox_pred_T: Teacher box deltas, same shape; detached here.
+            bbox_pred_T: Teacher box deltas, same shape.
 
         Returns:
             Scalar loss.
@@ -95,12 +94,11 @@ class RoIKDLoss(nn.Module):
             raise ValueError(f'preds_S and preds_T must be (N, C + 1) of the '
                              f'same shape, got {tuple(preds_S.shape)} and '
                              f'{tuple(preds_T.shape)}')
-        preds_T = preds_T.detach()
         num_classes = preds_S.size(1) - 1
         if labels is None:
             labels = preds_S.new_zeros(preds_S.size(0), dtype=torch.long)
-        log_p_S = F.log_softmax(preds_S.float() / self.tau, dim=1)
-        p_T = F.softmax(preds_T.float() / self.tau, dim=1)
+        log_p_S = F.log_softmax(preds_S / self.tau, dim=1)
+        p_T = F.softmax(preds_T / self.tau, dim=1)
         kl = F.kl_div(log_p_S, p_T, reduction='none').sum(1) * self.tau**2
         fg = (labels >= 0) & (labels < num_classes)
         bg = labels == num_classes
@@ -111,7 +109,7 @@ class RoIKDLoss(nn.Module):
                 raise ValueError('loss_weight_bbox > 0 needs bbox_pred_S and '
                                  'bbox_pred_T')
             loss = loss + self.loss_weight_bbox * self._bbox_loss(
-                bbox_pred_S, bbox_pred_T.detach(), labels, fg)
+                bbox_pred_S, bbox_pred_T, labels, fg)
         return self.loss_weight * loss
 
     @staticmethod
@@ -130,8 +128,8 @@ class RoIKDLoss(nn.Module):
         if not fg.any():
             return delta_S.sum().mul(0).abs()
         n = delta_S.size(0)
-        d_S = delta_S.float().view(n, -1, 4)[fg]
-        d_T = delta_T.float().view(n, -1, 4)[fg]
+        d_S = delta_S.view(n, -1, 4)[fg]
+        d_T = delta_T.view(n, -1, 4)[fg]
         if d_S.size(1) > 1:
             idx = labels[fg].view(-1, 1, 1).expand(-1, 1, 4)
             d_S = d_S.gather(1, idx)

@@ -1,45 +1,38 @@
 """Helpers shared by the segmentation distillation losses."""
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['align_spatial', 'stack_seg_labels']
+__all__ = ['check_same_size', 'stack_seg_labels']
 
 
-def align_spatial(preds_S: torch.Tensor,
-                  preds_T: torch.Tensor,
-                  resize_stu: bool = True
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Give student and teacher maps the same spatial size.
+def check_same_size(preds_S: torch.Tensor, preds_T: torch.Tensor,
+                    name: str) -> None:
+    """Raise unless student and teacher are (N, C, H, W) maps of one size.
+
+    Losses do not resize: ``connector=dict(type='ResizeConnector')`` in the
+    distillation term resizes the student to the teacher (bilinear,
+    ``align_corners=False``, what the losses used to do inside).
 
     Args:
-        preds_S: Student map, shape (N, C_s, H_s, W_s).
-        preds_T: Teacher map, shape (N, C_t, H_t, W_t).
-        resize_stu: Resize the student to the teacher's size (True) or the
-            teacher to the student's (False); bilinear, ``align_corners``
-            False (mmseg's ``resize`` default).
-
-    Returns:
-        The two maps, now of equal (H, W).
+        preds_S: Student map, shape (N, C_s, H, W).
+        preds_T: Teacher map, shape (N, C_t, H, W).
+        name: Loss name for the error message.
     """
     if preds_S.dim() != 4 or preds_T.dim() != 4:
-        raise ValueError(f'expected (N, C, H, W) maps, got student '
+        raise ValueError(f'{name} expects (N, C, H, W) maps, got student '
                          f'{tuple(preds_S.shape)} and teacher '
                          f'{tuple(preds_T.shape)}')
     if preds_S.shape[0] != preds_T.shape[0]:
-        raise ValueError(f'student batch {preds_S.shape[0]} != teacher '
-                         f'batch {preds_T.shape[0]}')
+        raise ValueError(f'{name}: student batch {preds_S.shape[0]} != '
+                         f'teacher batch {preds_T.shape[0]}')
     if preds_S.shape[2:] != preds_T.shape[2:]:
-        if resize_stu:
-            preds_S = F.interpolate(
-                preds_S, preds_T.shape[2:], mode='bilinear',
-                align_corners=False)
-        else:
-            preds_T = F.interpolate(
-                preds_T, preds_S.shape[2:], mode='bilinear',
-                align_corners=False)
-    return preds_S, preds_T
+        raise ValueError(
+            f'{name} needs maps of the same (H, W), got student '
+            f'{tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)}; '
+            f"add connector=dict(type='ResizeConnector') to the "
+            f'distillation term')
 
 
 def stack_seg_labels(data_samples: Optional[Sequence],

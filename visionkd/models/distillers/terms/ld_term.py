@@ -1,17 +1,50 @@
 """Localization distillation term for GFL dense heads."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 
-from .distill_term import build_registered, check_head_term_cfg
+from visionkd.registry import TERM_MODES
+
+from .base_term import BaseDistillTerm, TermContext, TermLayers
+from .build_utils import build_registered
 
 __all__ = ['LDDistillTerm']
 
-_KEYS = ('mode', 'student', 'teacher', 'loss', 'loss_cls', 'weight')
+
+def _gfl_heads(name: str, student: nn.Module, teacher: nn.Module,
+               cfg: dict) -> tuple:
+    """Both GFL heads, checked to be of the same layout."""
+    from mmdet.models.dense_heads import GFLHead, LDHead
+    heads = []
+    for role, model in (('student', student), ('teacher', teacher)):
+        path = cfg[role]
+        head = dict(model.named_modules()).get(path)
+        if not isinstance(head, GFLHead):
+            raise ValueError(
+                f'distill term {name!r} (mode ld): the {role} layer '
+                f'{path!r} is {type(head).__name__}, not a GFLHead')
+        heads.append(head)
+    if isinstance(heads[0], LDHead):
+        raise ValueError(
+            f'distill term {name!r} (mode ld): give the student a '
+            f'plain GFLHead; the term feeds the teacher itself')
+    s, t = heads
+    for attr in ('num_classes', 'reg_max'):
+        if getattr(s, attr) != getattr(t, attr):
+            raise ValueError(
+                f'distill term {name!r} (mode ld): student and '
+                f'teacher heads differ in {attr} ({getattr(s, attr)} vs '
+                f'{getattr(t, attr)})')
+    if list(s.prior_generator.strides) != list(t.prior_generator.strides):
+        raise ValueError(
+            f'distill term {name!r} (mode ld): student and teacher '
+            f'heads have different strides')
+    return s, t
 
 
-class LDDistillTerm(nn.Module):
+@TERM_MODES.register_module(name='ld')
+class LDDistillTerm(BaseDistillTerm):
     """``mode='ld'``: Localization Distillation on GFL box distributions.
 
     *Localization Distillation for Dense Object Detection* (Zheng et al.,
@@ -61,77 +94,47 @@ class LDDistillTerm(nn.Module):
         cfg: The entry (see above).
     """
 
-    #: the recorded student call happens in ``loss`` mode only
-    student_runs_in_tensor_mode = False
+    mode = 'ld'
+    tasks = ('detection', )
+    cfg_keys = ('mode', 'student', 'teacher', 'loss', 'loss_cls', 'weight')
+    type_keys = ('loss', 'loss_cls')
 
-    def __init__(self, name: str, cfg: dict) -> None:
-        super().__init__()
-        check_head_term_cfg(name, cfg, _KEYS, 'ld')
-        self.name = name
-        self.student_path: str = cfg['student']
-        self.teacher_path: str = cfg['teacher']
-        self.weight = float(cfg.get('weight', 1.0))
-        #: factor set by DistillLossWeightScheduleHook
-        self.scale = 1.0
+    def __init__(self, name: str, cfg: dict, ctx: TermContext) -> None:
+        super().__init__(name, cfg, ctx)
         where = f'distill term {name!r}'
         self.loss_ld = build_registered(cfg['loss'], f'loss of {where}')
         self.loss_cls = None
         if cfg.get('loss_cls') is not None:
             self.loss_cls = build_registered(cfg['loss_cls'],
                                              f'loss_cls of {where}')
-        self.num_levels = 0
-        self.num_classes = 0
-        self.reg_max = 0
-
-    @property
-    def student_key(self) -> tuple:
-        return (self.student_path, 'call:loss_by_feat_single')
-
-    @property
-    def teacher_key(self) -> tuple:
-        # mmdet calls ``bbox_head.forward`` directly (no forward hooks)
-        return (self.teacher_path, 'call:forward')
-
-    def bind(self, student: nn.Module, teacher: nn.Module) -> None:
-        """Check that both heads are GFL heads of the same layout."""
-        from mmdet.models.dense_heads import GFLHead, LDHead
-        heads = []
-        for role, model, path in (('student', student, self.student_path),
-                                  ('teacher', teacher, self.teacher_path)):
-            head = dict(model.named_modules()).get(path)
-            if not isinstance(head, GFLHead):
-                raise ValueError(
-                    f'distill term {self.name!r} (mode ld): the {role} layer '
-                    f'{path!r} is {type(head).__name__}, not a GFLHead')
-            heads.append(head)
-        if isinstance(heads[0], LDHead):
-            raise ValueError(
-                f'distill term {self.name!r} (mode ld): give the student a '
-                f'plain GFLHead; the term feeds the teacher itself')
-        s, t = heads
-        for attr in ('num_classes', 'reg_max'):
-            if getattr(s, attr) != getattr(t, attr):
-                raise ValueError(
-                    f'distill term {self.name!r} (mode ld): student and '
-                    f'teacher heads differ in {attr} ({getattr(s, attr)} vs '
-                    f'{getattr(t, attr)})')
-        if list(s.prior_generator.strides) != list(t.prior_generator.strides):
-            raise ValueError(
-                f'distill term {self.name!r} (mode ld): student and teacher '
-                f'heads have different strides')
-        self.num_classes = s.num_classes
-        self.reg_max = s.reg_max
-
-    def build_levels(self, student_levels: Sequence, teacher_levels: Sequence,
-                     has_data_samples: bool,
-                     gt_field: Optional[str] = None) -> None:
-        """Validate the teacher's head outputs (cls_scores, bbox_preds)."""
+        head, _ = _gfl_heads(name, ctx.student, ctx.teacher, cfg)
+        self.num_classes = head.num_classes
+        self.reg_max = head.reg_max
+        teacher_levels = ctx.teacher_levels
         if len(teacher_levels) != 1 or len(
                 teacher_levels[0]['_return']) != 2:
             raise ValueError(f'distill term {self.name!r}: expected one '
                              f"call of the teacher head's forward giving "
                              f'(cls_scores, bbox_preds)')
         self.num_levels = len(teacher_levels[0]['_return'][1])
+        suffixes = []
+        for lvl in range(self.num_levels):
+            suffixes.append(f'l{lvl}')
+            if self.loss_cls is not None:
+                suffixes.append(f'cls_l{lvl}')
+        self.set_key_suffixes(suffixes)
+
+    @classmethod
+    def recorded_layers(cls, name: str, cfg: dict, student: nn.Module,
+                        teacher: nn.Module) -> TermLayers:
+        """The student head's per-level loss call and the teacher head's
+        forward (mmdet calls ``bbox_head.forward`` directly, so no forward
+        hook sees it); both heads are checked first."""
+        cls.check_cfg(name, cfg)
+        _gfl_heads(name, student, teacher, cfg)
+        return TermLayers(
+            student=(cfg['student'], 'call:loss_by_feat_single'),
+            teacher=(cfg['teacher'], 'call:forward'))
 
     def _level_loss(self, call: dict, cls_T: torch.Tensor,
                     box_T: torch.Tensor) -> tuple:
@@ -144,9 +147,9 @@ class LDDistillTerm(nn.Module):
         bins = self.reg_max + 1
         c = self.num_classes
         cls_S = cls_S.permute(0, 2, 3, 1).reshape(-1, c)
-        cls_T = cls_T.detach().permute(0, 2, 3, 1).reshape(-1, c)
+        cls_T = cls_T.permute(0, 2, 3, 1).reshape(-1, c)
         box_S = box_S.permute(0, 2, 3, 1).reshape(-1, 4 * bins)
-        box_T = box_T.detach().permute(0, 2, 3, 1).reshape(-1, 4 * bins)
+        box_T = box_T.permute(0, 2, 3, 1).reshape(-1, 4 * bins)
         labels = call['labels'].reshape(-1)
         label_weights = call['label_weights'].reshape(-1)
         pos = ((labels >= 0) & (labels < c)).nonzero().squeeze(1)
@@ -166,31 +169,19 @@ class LDDistillTerm(nn.Module):
                 avg_factor=pos.numel())
         return loss_ld, loss_cls
 
-    def forward(self, student_levels: Sequence[dict],
-                teacher_levels: Sequence,
-                data_samples: Optional[list] = None
-                ) -> Dict[str, torch.Tensor]:
+    def compute(self, student: list, teacher: list,
+                data_samples: Optional[list]) -> Dict[str, torch.Tensor]:
         """One LD (and class KD) loss per FPN level."""
-        cls_T, box_T = teacher_levels[0]['_return']
-        if len(student_levels) != len(box_T):
+        cls_T, box_T = teacher[0]['_return']
+        if len(student) != len(box_T):
             raise RuntimeError(
-                f'distill term {self.name!r}: {len(student_levels)} student '
+                f'distill term {self.name!r}: {len(student)} student '
                 f'levels recorded for {len(box_T)} teacher levels')
         out = {}
-        w = self.weight * self.scale
-        for lvl, call in enumerate(student_levels):
-            device = box_T[lvl].device.type
-            # softmax/KL in float32, also under --amp
-            with torch.autocast(device_type=device, enabled=False):
-                loss_ld, loss_cls = self._level_loss(
-                    {k: v.float() if torch.is_tensor(v) and
-                     v.is_floating_point() else v for k, v in call.items()},
-                    cls_T[lvl].float(), box_T[lvl].float())
-            out[f'loss_kd_{self.name}_l{lvl}'] = loss_ld * w
+        for lvl, call in enumerate(student):
+            loss_ld, loss_cls = self.run_loss(self._level_loss, call,
+                                              cls_T[lvl], box_T[lvl])
+            out[f'l{lvl}'] = loss_ld
             if loss_cls is not None:
-                out[f'loss_kd_{self.name}_cls_l{lvl}'] = loss_cls * w
+                out[f'cls_l{lvl}'] = loss_cls
         return out
-
-    def extra_repr(self) -> str:
-        return (f'name={self.name!r}, mode=ld, student={self.student_path!r}'
-                f', teacher={self.teacher_path!r}, weight={self.weight}')

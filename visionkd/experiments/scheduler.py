@@ -1,0 +1,128 @@
+"""Which runs of an experiment may start: a pure scheduler.
+
+:class:`RunScheduler` only keeps state -- no I/O, no processes. The
+orchestration (:mod:`.experiment`) asks it for the runs that are
+:meth:`~RunScheduler.ready`, starts them and reports back with
+``mark_started`` / ``mark_finished`` / ``mark_failed`` /
+``mark_skipped``.
+
+Rules: runs start in plan order (teachers first), at most ``jobs`` at a
+time; a distilled student waits until the teacher of its model family has
+finished (it needs the checkpoint), and is skipped when that teacher
+failed.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set
+
+from .run_plan import Run
+
+__all__ = ['Step', 'RunScheduler']
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do with a run now.
+
+    Attributes:
+        run: The run.
+        teacher_ckpt: For a distilled run, its teacher's checkpoint.
+        skip: Do not run it (its teacher failed); mark it skipped.
+    """
+
+    run: Run
+    teacher_ckpt: Optional[str] = None
+    skip: bool = False
+
+
+class RunScheduler:
+    """State of an experiment's runs: pending, running, finished, failed.
+
+    Args:
+        plan: The runs, in plan order.
+        jobs: Runs at the same time.
+    """
+
+    def __init__(self, plan: Sequence[Run], jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f'jobs must be >= 1, got {jobs}')
+        self.jobs = jobs
+        self.pending: List[Run] = list(plan)
+        self.running: List[Run] = []
+        self.finished: List[str] = []
+        #: Names of the runs that failed or were skipped, in that order.
+        self.failed: List[str] = []
+        self._teacher_ckpts: Dict[str, str] = {}
+        self._failed_archs: Set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        """Whether runs are still pending or running."""
+        return bool(self.pending or self.running)
+
+    def teacher_ckpt(self, arch: str) -> Optional[str]:
+        """Checkpoint of the finished teacher of ``arch`` (None if not)."""
+        return self._teacher_ckpts.get(arch)
+
+    def _state(self, run: Run) -> str:
+        """'go', 'wait' (teacher not trained yet) or 'skip'."""
+        if run.role != 'distill' or run.arch in self._teacher_ckpts:
+            return 'go'
+        return 'skip' if run.arch in self._failed_archs else 'wait'
+
+    def ready(self) -> List[Step]:
+        """The runs to start or skip now, in plan order (changes nothing).
+
+        Runs are taken in plan order while fewer than ``jobs`` run; a
+        waiting student does not hold up the runs after it. If nothing runs
+        and nothing can start, the students still waiting (their teacher
+        never ran) are skipped.
+        """
+        steps, waiting = [], []
+        free = self.jobs - len(self.running)
+        for run in self.pending:
+            if free <= 0:
+                break
+            state = self._state(run)
+            if state == 'wait':
+                waiting.append(run)
+            elif state == 'skip':
+                steps.append(Step(run, skip=True))
+            else:
+                ckpt = self.teacher_ckpt(run.arch) \
+                    if run.role == 'distill' else None
+                steps.append(Step(run, ckpt))
+                free -= 1
+        if not self.running and all(s.skip for s in steps):
+            steps += [Step(run, skip=True) for run in waiting]
+        return steps
+
+    def _take(self, run: Run) -> None:
+        if run in self.running:
+            self.running.remove(run)
+        else:
+            self.pending.remove(run)
+
+    def mark_started(self, run: Run) -> None:
+        """``run`` (pending) is now running."""
+        self.pending.remove(run)
+        self.running.append(run)
+
+    def mark_finished(self, run: Run, checkpoint: Optional[str]) -> None:
+        """``run`` (running, or pending and done in an earlier session)
+        finished; a teacher's ``checkpoint`` releases its students."""
+        self._take(run)
+        self.finished.append(run.name)
+        if run.role == 'teacher':
+            self._teacher_ckpts[run.arch] = checkpoint
+
+    def mark_failed(self, run: Run) -> None:
+        """``run`` failed; a teacher's students will be skipped."""
+        self._take(run)
+        self.failed.append(run.name)
+        if run.role == 'teacher':
+            self._failed_archs.add(run.arch)
+
+    def mark_skipped(self, run: Run) -> None:
+        """``run`` (pending) is not run (a :class:`Step` with ``skip``)."""
+        self._take(run)
+        self.failed.append(run.name)

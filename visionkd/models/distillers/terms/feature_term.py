@@ -1,0 +1,275 @@
+"""Feature/logit term: student layer, teacher layer, connectors, loss."""
+import inspect
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from visionkd.registry import TERM_MODES
+
+from .base_term import BaseDistillTerm, TermContext, TermLayers
+from .build_utils import build_registered
+
+__all__ = ['FeatureDistillTerm']
+
+
+def _forward_params(module: nn.Module) -> List[str]:
+    return list(inspect.signature(module.forward).parameters)
+
+
+def apply_connector(conn: nn.Module, s: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+    """Run a connector (with the teacher tensor if it takes a target)."""
+    if 'target' in _forward_params(conn):
+        return conn(s, target=t)
+    return conn(s)
+
+
+@TERM_MODES.register_module(name='feature')
+class FeatureDistillTerm(BaseDistillTerm):
+    """The default mode: a loss between two recorded layers, per level.
+
+    The entry of a distiller's ``distill_terms`` looks like::
+
+        fpn=dict(student='neck', teacher='neck',        # module paths
+                 record='output',                       # or 'input'
+                 connector=dict(type='ConvConnector'),  # optional
+                 loss=dict(type='PKDLoss', loss_weight=6.0),
+                 weight=1.0,                            # optional
+                 levels=[0, 1, 2, 3],                   # optional subset
+                 level_weights=[1, 1, 1, 1])            # optional
+
+    A layer returning a tuple (FPN levels) or called once per level gives one
+    connector and one loss instance per level, so per-level parameters (e.g.
+    FGD's GcBlocks) stay separate; the keys are ``loss_kd_<name>_l<i>``.
+    ``levels`` keeps a subset of them (e.g. P2-P5 of a five-level FPN);
+    ``level_weights`` then has one entry per kept level. Connectors and
+    losses are built from the dry run's shapes (channels inferred), and the
+    shapes after the connectors are checked against the loss.
+
+    Args:
+        name: Term name.
+        cfg: The entry (see above).
+        ctx: Models and dry-run records.
+    """
+
+    mode = 'feature'
+    cfg_keys = ('mode', 'student', 'teacher', 'loss', 'connector', 'weight',
+                'level_weights', 'levels', 'record')
+    type_keys = ('loss', 'connector')
+
+    def __init__(self, name: str, cfg: dict, ctx: TermContext) -> None:
+        super().__init__(name, cfg, ctx)
+        self.record: str = cfg.get('record', 'output')
+        self.level_weights: Optional[List[float]] = cfg.get('level_weights')
+        self.loss_cfg: dict = cfg['loss']
+        connector = cfg.get('connector')
+        if connector is not None and not isinstance(connector, (list, tuple)):
+            connector = [connector]
+        self.connector_cfgs: List[dict] = list(connector or [])
+        s_levels, t_levels = self._select_levels(ctx, cfg.get('levels'))
+        self.num_levels = len(self.level_ids)
+        self.connectors = nn.ModuleList()
+        self.losses = nn.ModuleList()
+        for lvl, (s, t) in enumerate(zip(s_levels, t_levels)):
+            where = f'distill term {self.name!r}'
+            if self.num_levels > 1:
+                where += f' level {self.level_ids[lvl]}'
+            chain, loss = self._build_level(s, t, where, ctx)
+            self.connectors.append(chain)
+            self.losses.append(loss)
+        self._wants_samples = [
+            'data_samples' in _forward_params(m) for m in self.losses]
+        multi = len(ctx.student_levels) > 1
+        suffixes = [f'l{src}' if multi else '' for src in self.level_ids]
+        self.set_key_suffixes(suffixes)
+        self._suffixes = suffixes
+        if self.level_weights is not None:
+            self.key_weights = {
+                sfx: float(w) for sfx, w in zip(suffixes, self.level_weights)}
+
+    @classmethod
+    def check_cfg(cls, name: str, cfg: dict) -> None:
+        """The base checks plus ``record`` and ``levels``."""
+        super().check_cfg(name, cfg)
+        record = cfg.get('record', 'output')
+        if record not in ('output', 'input'):
+            raise ValueError(f"distill term {name!r}: record must be "
+                             f"'output' or 'input', got {record!r}")
+        levels = cfg.get('levels')
+        if levels is not None and (
+                not isinstance(levels, (list, tuple)) or not levels
+                or not all(isinstance(i, int) for i in levels)):
+            raise TypeError(f'distill term {name!r}: levels must be a '
+                            f'non-empty list of level indices, got {levels!r}')
+
+    @classmethod
+    def recorded_layers(cls, name: str, cfg: dict, student: nn.Module,
+                        teacher: nn.Module) -> TermLayers:
+        cls.check_cfg(name, cfg)
+        record = cfg.get('record', 'output')
+        return TermLayers(student=(cfg['student'], record),
+                          teacher=(cfg['teacher'], record))
+
+    # ------------------------------------------------------------------
+    # build
+    def _select_levels(self, ctx: TermContext,
+                       levels: Optional[List[int]]) -> tuple:
+        """Check the recorded levels; keep those of ``levels``."""
+        student_levels, teacher_levels = ctx.student_levels, ctx.teacher_levels
+        n_s, n_t = len(student_levels), len(teacher_levels)
+        if n_s == 0:
+            raise ValueError(
+                f'distill term {self.name!r}: student layer '
+                f'{self.student_path!r} did not run in the student '
+                f'forward; record a layer that does')
+        if n_s != n_t:
+            raise ValueError(
+                f'distill term {self.name!r}: student layer '
+                f'{self.student_path!r} gives {n_s} level(s) but teacher '
+                f'layer {self.teacher_path!r} gives {n_t}; record layers '
+                f'with the same number of levels (e.g. both FPNs)')
+        ids = list(range(n_s)) if levels is None else list(levels)
+        bad = [i for i in ids if not -n_s <= i < n_s]
+        if bad:
+            raise ValueError(f'distill term {self.name!r}: levels {bad} out '
+                             f'of range for {n_s} recorded level(s)')
+        #: indices of the recorded levels this term uses
+        self.level_ids: List[int] = [i % n_s for i in ids]
+        s_levels = [student_levels[i] for i in self.level_ids]
+        t_levels = [teacher_levels[i] for i in self.level_ids]
+        for side, recorded in (('student', s_levels), ('teacher', t_levels)):
+            for t in recorded:
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(
+                        f'distill term {self.name!r}: the {side} layer '
+                        f'records a {type(t).__name__}, not a tensor; '
+                        f"record another layer or use record='input'")
+        if self.level_weights is not None and len(
+                self.level_weights) != len(self.level_ids):
+            raise ValueError(
+                f'distill term {self.name!r}: level_weights has '
+                f'{len(self.level_weights)} entries for '
+                f'{len(self.level_ids)} level(s)')
+        return s_levels, t_levels
+
+    def _build_level(self, s: torch.Tensor, t: torch.Tensor, where: str,
+                     ctx: TermContext) -> tuple:
+        """Connector chain and loss of one level, checked on dry-run data."""
+        chain = nn.ModuleList()
+        cur = s
+        for c_cfg in self.connector_cfgs:
+            conn = build_registered(
+                c_cfg,
+                f'connector of {where}',
+                in_channels=cur.shape[1] if cur.dim() > 1 else None,
+                out_channels=t.shape[1] if t.dim() > 1 else None)
+            chain.append(conn)
+            was_training = conn.training
+            conn.eval()
+            with torch.no_grad():
+                cur = apply_connector(conn, cur, t)
+            conn.train(was_training)
+        loss = build_registered(
+            self.loss_cfg,
+            f'loss of {where}',
+            student_channels=cur.shape[1] if cur.dim() > 1 else None,
+            teacher_channels=t.shape[1] if t.dim() > 1 else None)
+        self._check_shapes(loss, cur, t, where)
+        self._check_inputs(loss, ctx.has_data_samples, where)
+        self._check_gt_field(loss, ctx.gt_field, where)
+        return chain, loss
+
+    def _check_shapes(self, loss: nn.Module, s: torch.Tensor,
+                      t: torch.Tensor, where: str) -> None:
+        s_shape, t_shape = tuple(s.shape), tuple(t.shape)
+        if s_shape == t_shape:
+            return
+        spatial_ok = getattr(loss, 'allow_spatial_mismatch', False)
+        channel_ok = getattr(loss, 'allow_channel_mismatch', False)
+        same_rank = len(s_shape) == len(t_shape) and len(s_shape) >= 2
+        ok = same_rank and s_shape[0] == t_shape[0]
+        if ok and s_shape[1] != t_shape[1] and not channel_ok:
+            ok = False
+        if ok and s_shape[2:] != t_shape[2:] and not spatial_ok:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f'{where}: student {self.student_path!r} has shape '
+                f'{s_shape} after connectors but teacher '
+                f'{self.teacher_path!r} has shape {t_shape}; add a connector '
+                f"(dict(type='ConvConnector') for channels, "
+                f"dict(type='ResizeConnector') for spatial size)")
+
+    @staticmethod
+    def _check_inputs(loss: nn.Module, has_data_samples: bool,
+                      where: str) -> None:
+        params = inspect.signature(loss.forward).parameters
+        required = [
+            n for n, p in params.items()
+            if p.default is inspect.Parameter.empty and p.kind in (
+                p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        extra = required[2:]
+        if len(required) < 2 and not any(
+                p.kind == p.VAR_POSITIONAL for p in params.values()):
+            raise TypeError(f'{where}: {type(loss).__name__}.forward must '
+                            f'take (preds_S, preds_T, ...)')
+        unfeedable = [n for n in extra if n != 'data_samples']
+        if unfeedable:
+            raise TypeError(f'{where}: {type(loss).__name__}.forward needs '
+                            f'{unfeedable}, which a distiller cannot feed '
+                            f'(it gives preds_S, preds_T and data_samples)')
+        if 'data_samples' in extra and not has_data_samples:
+            raise TypeError(f'{where}: {type(loss).__name__} needs '
+                            f'data_samples with ground truth, which this '
+                            f'model does not provide')
+
+    @staticmethod
+    def _check_gt_field(loss: nn.Module, gt_field: Optional[str],
+                        where: str) -> None:
+        needed = getattr(loss, 'gt_field', None)
+        if needed is None or gt_field is None or needed == gt_field:
+            return
+        raise TypeError(
+            f'{where}: {type(loss).__name__} needs `{needed}` ground truth '
+            f'in every data sample, but this distiller\'s models are trained '
+            f'with `{gt_field}`; use a loss for this task (see the README '
+            f'table of losses)')
+
+    # ------------------------------------------------------------------
+    # per step
+    def _check_batch_gt(self, loss: nn.Module,
+                        data_samples: Optional[list]) -> None:
+        """Raise if the batch lacks the ground truth ``loss`` reads."""
+        needed = getattr(loss, 'gt_field', None)
+        if needed is None:
+            return
+        if data_samples is None or not all(
+                hasattr(s, needed) for s in data_samples):
+            raise ValueError(
+                f'distill term {self.name!r}: {type(loss).__name__} needs '
+                f'`{needed}` in every data sample but the batch has none; '
+                f'load annotations in the train pipeline (LoadAnnotations) '
+                f'and pass data_samples to the distiller')
+
+    def compute(self, student: list, teacher: list,
+                data_samples: Optional[list]) -> Dict[str, torch.Tensor]:
+        """The loss of every kept level after its connectors."""
+        out = {}
+        for lvl, src in enumerate(self.level_ids):
+            s, t = student[src], teacher[src]
+            for conn in self.connectors[lvl]:
+                s = apply_connector(conn, s, t)
+            loss_fn = self.losses[lvl]
+            if self._wants_samples[lvl]:
+                self._check_batch_gt(loss_fn, data_samples)
+                value = self.run_loss(loss_fn, s, t, data_samples)
+            else:
+                value = self.run_loss(loss_fn, s, t)
+            out[self._suffixes[lvl]] = value
+        return out
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f', record={self.record!r}, '
+                f'levels={self.level_ids}')
