@@ -126,6 +126,147 @@ def _pin_of(package: str, run: str) -> Optional[str]:
     return None
 
 
+class _DockerfileChecker:
+    """State of one :func:`check_dockerfile` pass: one method per kind of
+    instruction (``ARG``/``ENV``, ``FROM``, ``COPY``/``ADD``, ``RUN``) and
+    :meth:`finish` for the checks over the whole file."""
+
+    def __init__(self, path: str, context: str, specs: Dict[str, str],
+                 ignore: List[str], version, specifier_set) -> None:
+        self.name = osp.basename(path)
+        self.context = context
+        self.specs = specs
+        self.ignore = ignore
+        self.version = version
+        self.specifier_set = specifier_set
+        self.problems: List[str] = []
+        self.variables: Dict[str, str] = {}
+        self.env: Dict[str, str] = {}
+        self.froms: List[str] = []
+        self.installed_torch = False
+        self.mmcv_seen = False
+        self.visionkd_seen = False
+        self.final_imports: set = set()
+        self.handlers = {
+            'ARG': self.on_arg,
+            'ENV': self.on_env,
+            'FROM': self.on_from,
+            'COPY': self.on_copy,
+            'ADD': self.on_copy,
+            'RUN': self.on_run,
+        }
+
+    def check(self, structure: List[dict]) -> List[str]:
+        for ins in structure:
+            kind, value = ins['instruction'], ins['value']
+            where = f'{self.name}:{ins["startline"] + 1}'
+            handler = self.handlers.get(kind)
+            if handler is not None:
+                handler(kind, value, where)
+        self.finish()
+        return self.problems
+
+    def on_arg(self, kind: str, value: str, where: str) -> None:
+        for key, val in _parse_assignments(value).items():
+            self.variables.setdefault(key, _substitute(val, self.variables))
+
+    def on_env(self, kind: str, value: str, where: str) -> None:
+        for key, val in _parse_assignments(value).items():
+            self.env[key] = self.variables[key] = _substitute(
+                val, self.variables)
+
+    def on_from(self, kind: str, value: str, where: str) -> None:
+        self.froms.append(_substitute(value.split()[0], self.variables))
+
+    def on_copy(self, kind: str, value: str, where: str) -> None:
+        args = [a for a in shlex.split(value) if not a.startswith('--')]
+        if any(a.startswith('--from') for a in shlex.split(value)):
+            return
+        for src in args[:-1]:
+            if not re.match(r'https?://', src):
+                self._check_copy_source(kind, src, where)
+
+    def _check_copy_source(self, kind: str, src: str, where: str) -> None:
+        full = osp.normpath(osp.join(self.context, src))
+        if not osp.exists(full):
+            self.problems.append(f'{where}: {kind} source {src!r} does '
+                                 f'not exist in the build context '
+                                 f'{self.context}')
+        elif src not in ('.', './') and _ignored(src, self.ignore):
+            self.problems.append(f'{where}: {kind} source {src!r} is '
+                                 f'excluded by .dockerignore')
+        if src in ('.', './'):
+            missing = [p for p in MUST_IGNORE
+                       if not _ignored(p, self.ignore)]
+            if missing:
+                self.problems.append(
+                    f'{where}: `{kind} .` copies {missing} into '
+                    f'the image; list them in .dockerignore')
+
+    def on_run(self, kind: str, value: str, where: str) -> None:
+        run = _substitute(value, self.variables)
+        if 'pip' in run and 'install' in run:
+            for pkg in PINNED:
+                self._check_pin(pkg, run, where)
+            if re.search(_INSTALL_CONTEXT, run):
+                self.visionkd_seen = True
+        for m in re.finditer(r'python3? -c\s+("[^"]*"|\'[^\']*\')', run):
+            code = m.group(1)[1:-1]
+            for stmt in re.findall(r'import\s+([\w., ]+)', code):
+                self.final_imports.update(
+                    s.strip() for s in stmt.split(',') if s.strip())
+
+    def _check_pin(self, pkg: str, run: str, where: str) -> None:
+        pin = _pin_of(pkg, run)
+        if pin is None:
+            return
+        specs = self.specs
+        if pin == '':
+            self.problems.append(f'{where}: {pkg} is not pinned '
+                                 f'(use {pkg}==X.Y.Z)')
+        elif pkg in specs and self.version(pin) not in self.specifier_set(
+                specs[pkg]):
+            self.problems.append(
+                f'{where}: {pkg}=={pin} is outside '
+                f'requirements/runtime.txt ({pkg}{specs[pkg]})')
+        if pkg == 'torch':
+            self.installed_torch = True
+        if pkg == 'mmcv':
+            self.mmcv_seen = True
+            self.problems += _check_mmcv_build(where, run, self.env,
+                                               self.installed_torch)
+
+    def finish(self) -> None:
+        problems = self.problems
+        if not self.froms:
+            problems.append('no FROM instruction')
+        else:
+            self._check_base(self.froms[-1])
+        if not self.installed_torch:
+            problems.append('torch is never installed with a pinned version')
+        if not self.mmcv_seen:
+            problems.append(
+                'mmcv is never installed (pip install mmcv==2.1.x)')
+        if not self.visionkd_seen:
+            problems.append('visionkd is never installed from the build '
+                            'context (pip install . or -e .)')
+        missing = [m for m in FINAL_IMPORTS if m not in self.final_imports]
+        if missing:
+            problems.append(f'no build-time import check of {missing} '
+                            f'(RUN python -c "import mmcv.ops, mmdet, mmseg, '
+                            f'visionkd")')
+
+    def _check_base(self, base: str) -> None:
+        if '$' in base:
+            self.problems.append(f'base image {base!r} uses an ARG without '
+                                 f'a default')
+        if not base.startswith('nvidia/cuda:') or '-devel' not in base:
+            self.problems.append(
+                f'base image {base!r} is not a CUDA devel image '
+                f'(nvidia/cuda:<ver>-...-devel-...): nvcc is needed to '
+                f'compile mmcv\'s CUDA ops')
+
+
 def check_dockerfile(path: str, context: Optional[str] = None,
                      requirements: Optional[str] = None) -> List[str]:
     """Check a Dockerfile against the project rules.
@@ -149,104 +290,12 @@ def check_dockerfile(path: str, context: Optional[str] = None,
     with open(path) as f:
         parser = DockerfileParser(fileobj=f, env_replace=False)
         structure = parser.structure
-    problems: List[str] = []
-    variables: Dict[str, str] = {}
-    env: Dict[str, str] = {}
-    froms: List[str] = []
-    installed_torch = False
-    mmcv_seen = visionkd_seen = False
-    final_imports: set = set()
     specs = _requirement_specs(requirements) if osp.isfile(
         requirements) else {}
     ignore = _dockerignore(context)
-
-    for ins in structure:
-        kind, value = ins['instruction'], ins['value']
-        where = f'{osp.basename(path)}:{ins["startline"] + 1}'
-        if kind == 'ARG':
-            for key, val in _parse_assignments(value).items():
-                variables.setdefault(key, _substitute(val, variables))
-        elif kind == 'ENV':
-            for key, val in _parse_assignments(value).items():
-                env[key] = variables[key] = _substitute(val, variables)
-        elif kind == 'FROM':
-            froms.append(_substitute(value.split()[0], variables))
-        elif kind in ('COPY', 'ADD'):
-            args = [a for a in shlex.split(value) if not a.startswith('--')]
-            if any(a.startswith('--from') for a in shlex.split(value)):
-                continue
-            for src in args[:-1]:
-                if re.match(r'https?://', src):
-                    continue
-                full = osp.normpath(osp.join(context, src))
-                if not osp.exists(full):
-                    problems.append(f'{where}: {kind} source {src!r} does '
-                                    f'not exist in the build context '
-                                    f'{context}')
-                elif src not in ('.', './') and _ignored(src, ignore):
-                    problems.append(f'{where}: {kind} source {src!r} is '
-                                    f'excluded by .dockerignore')
-                if src in ('.', './'):
-                    missing = [p for p in MUST_IGNORE
-                               if not _ignored(p, ignore)]
-                    if missing:
-                        problems.append(
-                            f'{where}: `{kind} .` copies {missing} into '
-                            f'the image; list them in .dockerignore')
-        elif kind == 'RUN':
-            run = _substitute(value, variables)
-            if 'pip' in run and 'install' in run:
-                for pkg in PINNED:
-                    pin = _pin_of(pkg, run)
-                    if pin is None:
-                        continue
-                    if pin == '':
-                        problems.append(f'{where}: {pkg} is not pinned '
-                                        f'(use {pkg}==X.Y.Z)')
-                    elif pkg in specs and Version(pin) not in SpecifierSet(
-                            specs[pkg]):
-                        problems.append(
-                            f'{where}: {pkg}=={pin} is outside '
-                            f'requirements/runtime.txt ({pkg}{specs[pkg]})')
-                    if pkg == 'torch':
-                        installed_torch = True
-                    if pkg == 'mmcv':
-                        mmcv_seen = True
-                        problems += _check_mmcv_build(
-                            where, run, env, installed_torch)
-                if re.search(_INSTALL_CONTEXT, run):
-                    visionkd_seen = True
-            for m in re.finditer(r'python3? -c\s+("[^"]*"|\'[^\']*\')', run):
-                code = m.group(1)[1:-1]
-                for stmt in re.findall(r'import\s+([\w., ]+)', code):
-                    final_imports.update(
-                        s.strip() for s in stmt.split(',') if s.strip())
-
-    if not froms:
-        problems.append('no FROM instruction')
-    else:
-        base = froms[-1]
-        if '$' in base:
-            problems.append(f'base image {base!r} uses an ARG without a '
-                            f'default')
-        if not base.startswith('nvidia/cuda:') or '-devel' not in base:
-            problems.append(
-                f'base image {base!r} is not a CUDA devel image '
-                f'(nvidia/cuda:<ver>-...-devel-...): nvcc is needed to '
-                f'compile mmcv\'s CUDA ops')
-    if not installed_torch:
-        problems.append('torch is never installed with a pinned version')
-    if not mmcv_seen:
-        problems.append('mmcv is never installed (pip install mmcv==2.1.x)')
-    if not visionkd_seen:
-        problems.append('visionkd is never installed from the build context '
-                        '(pip install . or -e .)')
-    missing = [m for m in FINAL_IMPORTS if m not in final_imports]
-    if missing:
-        problems.append(f'no build-time import check of {missing} '
-                        f'(RUN python -c "import mmcv.ops, mmdet, mmseg, '
-                        f'visionkd")')
-    return problems
+    checker = _DockerfileChecker(path, context, specs, ignore, Version,
+                                 SpecifierSet)
+    return checker.check(structure)
 
 
 def _check_mmcv_build(where: str, run: str, env: Dict[str, str],

@@ -19,7 +19,7 @@ from tests.test_reliability.helpers import (
 )
 from tools.export_student import export_student
 
-DET_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_mini_tiny_kd.py')
+DET_KD = osp.join(CFG_DIR, 'faster_rcnn_bccd_tiny_kd.py')
 
 
 def distiller_ckpt(config: str, path: str) -> dict:

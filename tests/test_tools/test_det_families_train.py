@@ -17,7 +17,7 @@ from mmengine.registry import DefaultScope
 from tests.conftest import REPO
 
 KD_CFG = osp.join(REPO, 'tests', 'data', 'configs',
-                  'faster_rcnn_bccd_mini_tiny_kd.py')
+                  'faster_rcnn_bccd_tiny_kd.py')
 
 CONV = dict(type='ConvConnector')
 FAMILIES = {

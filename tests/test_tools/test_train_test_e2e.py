@@ -30,7 +30,7 @@ def last_ckpt(work_dir) -> str:
 
 
 @pytest.mark.parametrize('config, metric', [
-    ('faster_rcnn_bccd_mini_tiny_kd.py', 'coco/bbox_mAP'),
+    ('faster_rcnn_bccd_tiny_kd.py', 'coco/bbox_mAP'),
     pytest.param('pspnet_camvid_tiny_cwd.py', 'mIoU',
                  marks=needs_shared_data),
 ])

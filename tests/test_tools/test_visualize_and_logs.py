@@ -23,7 +23,7 @@ from tools.analysis_tools.visualize_distill import main as vis_main
 
 CFG = osp.join(REPO, 'tests', 'data', 'configs')
 BCCD_IMAGE = BCCD_MINI_IMAGE
-FGD_FGFI = osp.join(CFG, 'faster_rcnn_bccd_mini_tiny_fgd_fgfi.py')
+FGD_FGFI = osp.join(CFG, 'faster_rcnn_bccd_tiny_fgd_fgfi.py')
 CAMVID_IMAGE = osp.join(SHARED_DATA, 'camvid', 'leftImg8bit', 'val',
                         'camvid', '0016E5_07959_leftImg8bit.png')
 KD_KEYS = ['loss_kd_fgd_l0', 'loss_kd_fgd_l1', 'loss_kd_fgfi_l0',
@@ -167,5 +167,5 @@ def test_visualize_segmentation_class_maps(tmp_path):
 
 def test_visualize_rejects_a_plain_config(tmp_path):
     with pytest.raises(SystemExit, match='not a visionkd distiller'):
-        vis_main([osp.join(CFG, 'faster_rcnn_bccd_mini_tiny.py'), BCCD_IMAGE,
+        vis_main([osp.join(CFG, 'faster_rcnn_bccd_tiny.py'), BCCD_IMAGE,
                   '--out-dir', str(tmp_path)])

@@ -4,7 +4,7 @@
 # generator) and randomness (MGD masks, RPN/RoI sampling, flips); a
 # warm-up/decay weight schedule and a stop iteration. One FPN output conv
 # per term, so the terms log as loss_kd_feat / loss_kd_mgd.
-_base_ = ['./faster_rcnn_bccd_mini_tiny.py']
+_base_ = ['./faster_rcnn_bccd_tiny.py']
 model = dict(
     _delete_=True,
     type='visionkd.DetectionDistiller',

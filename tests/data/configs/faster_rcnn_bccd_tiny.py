@@ -1,6 +1,8 @@
-# Tiny plain-mmdet student on ../shared/data/bccd for end-to-end tests.
+# Tiny plain-mmdet student on the BCCD subset embedded in the repo
+# (tools/demo/data/bccd_mini, 320x240) for end-to-end tests: runs on a
+# fresh clone.
 _base_ = ['../../../configs/demo/faster_rcnn_r18_bccd_student.py']
-bccd = '{{fileDirname}}/../../../../shared/data/bccd/'
+bccd = '{{fileDirname}}/../../../tools/demo/data/bccd_mini/'
 max_iters = 3
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]

@@ -1,4 +1,4 @@
-# Tiny FGD + FGFI distillation on ../shared/data/bccd (GT-driven detection
+# Tiny FGD + FGFI distillation on the embedded BCCD subset (GT-driven detection
 # terms) for the visualisation and logging tests.
 _base_ = ['./faster_rcnn_bccd_tiny.py']
 model = dict(

@@ -1,4 +1,4 @@
-# Tiny distillation on ../shared/data/bccd: PKD + CWD on the FPN.
+# Tiny distillation on the embedded BCCD subset: PKD + CWD on the FPN.
 _base_ = ['./faster_rcnn_bccd_tiny.py']
 model = dict(
     _delete_=True,

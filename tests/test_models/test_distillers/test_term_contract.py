@@ -203,3 +203,26 @@ def test_the_worked_example_of_docs_add_a_term_mode(det_batch):
                 teacher=tiny_retinanet(16))
     finally:
         TERM_MODES.module_dict.pop('dense_cls', None)
+
+
+@pytest.mark.parametrize('mode_cfg', [
+    dict(loss=dict(type='FeatureMSELoss')),
+    dict(loss=dict(type='PKDLoss')),
+    dict(connector=dict(type='ConvConnector'),
+         loss=dict(type='ChannelWiseDivergence', tau=2.0))])
+def test_the_term_detaches_the_teacher_whatever_the_loss(mode_cfg):
+    """Losses are pure math; the term is what keeps gradients out of the
+    teacher, even for a teacher tensor that requires grad."""
+    from tests.test_models.test_distillers.helpers import (
+        StubRecords,
+        build_term,
+    )
+    torch.manual_seed(0)
+    s = [torch.randn(2, 4, 6, 6, requires_grad=True)]
+    t = [torch.randn(2, 4, 6, 6, requires_grad=True)]
+    term = build_term('x', dict(student='a', teacher='b', **mode_cfg), s, t)
+    out = term(StubRecords(s, t))
+    assert list(out) == ['loss_kd_x'] and out['loss_kd_x'] > 0
+    out['loss_kd_x'].backward()
+    assert s[0].grad is not None and s[0].grad.abs().sum() > 0
+    assert t[0].grad is None
