@@ -43,8 +43,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
         n = len(skipped)
         terminalreporter.write_line(
             f"{n} test{'s' if n != 1 else ''} skipped: {SHARED_DATA_REASON}"
-            f' ({SHARED_DATA}); set VISIONKD_SHARED_DATA to its path, see '
-            'tests/conftest.py', yellow=True)
+            f' ({SHARED_DATA}); set VISIONKD_SHARED_DATA to its path (README, '
+            '"Test data")', yellow=True)
 
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
