@@ -18,10 +18,30 @@ from mmengine.registry import DefaultScope
 from tests.conftest import REPO
 from visionkd.registry import MODELS
 
-KD_CONFIGS = sorted(
-    p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
-                         recursive=True)
-    if "'visionkd." in open(p).read())
+
+def _kd_configs() -> list:
+    """Configs of a visionkd distiller: naming one, or inheriting (with a
+    relative ``_base_``) from one."""
+    import re
+    paths = sorted(
+        p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                             recursive=True)
+        if '_base_' not in osp.relpath(p, REPO).split(osp.sep))
+    texts = {p: open(p).read() for p in paths}
+    kd = {p for p, t in texts.items() if "'visionkd." in t}
+    grown = True
+    while grown:
+        grown = False
+        for p, t in texts.items():
+            bases = {osp.normpath(osp.join(osp.dirname(p), b))
+                     for b in re.findall(r"'(\.{1,2}/[^']+\.py)'", t)}
+            if p not in kd and bases & kd:
+                kd.add(p)
+                grown = True
+    return sorted(kd)
+
+
+KD_CONFIGS = _kd_configs()
 
 
 #: the distiller's own keys (connectors, loss parameters) per config, and

@@ -55,6 +55,12 @@ def test_every_registered_loss_is_covered():
     # RoIKDLoss needs a two-stage model (whose CPU NMS has no bf16 kernel):
     # covered through its head term by test_roi_term_loss_fp32_under_bf16
     used.add('RoIKDLoss')
+    # BCKD's losses run through mode='bckd' on GFL heads: covered by
+    # test_bckd_term.py::test_bckd_term_fp32_under_bf16
+    used.update(('BCKDClsLoss', 'BCKDRegLoss'))
+    # CrossKD's losses run through mode='cross_head' on GFL heads: covered
+    # by test_cross_head_term.py::test_cross_head_losses_fp32_under_bf16
+    used.update(('KDQualityFocalLoss', 'KDKLDivLoss'))
     assert registered <= used, registered - used
 
 

@@ -172,3 +172,27 @@ def test_gradcheck_roi_kd_box_deltas():
     assert value.dtype == torch.float64
     assert torch.autograd.gradcheck(
         lambda c, b: loss(c, cls_T, labels, b, box_T), (cls_S, box_S))
+
+
+@pytest.mark.parametrize('name', ['BCKDClsLoss', 'BCKDRegLoss'])
+def test_gradcheck_bckd_weighted(name):
+    """BCKD losses with per-location weights and avg_factor, float64."""
+    gen = torch.Generator().manual_seed(4)
+    kw = dict(generator=gen, dtype=torch.float64)
+    s = torch.randn(6, 12, **kw).requires_grad_(True)
+    t, w = torch.randn(6, 12, **kw), torch.rand(6, **kw)
+    loss = MODELS.build(dict(type=name, loss_weight=2.0))
+    assert torch.autograd.gradcheck(
+        lambda x: loss(x, t, weight=w, avg_factor=3.0), (s, ))
+
+
+@pytest.mark.parametrize('name', ['KDQualityFocalLoss', 'KDKLDivLoss'])
+def test_gradcheck_crosskd_weighted(name):
+    """CrossKD losses with per-row weights and avg_factor, float64."""
+    gen = torch.Generator().manual_seed(5)
+    kw = dict(generator=gen, dtype=torch.float64)
+    s = torch.randn(6, 5, **kw).requires_grad_(True)
+    t, w = torch.randn(6, 5, **kw), torch.rand(6, **kw)
+    loss = MODELS.build(dict(type=name, loss_weight=2.0))
+    assert torch.autograd.gradcheck(
+        lambda x: loss(x, t, weight=w, avg_factor=3.0), (s, ))

@@ -39,6 +39,12 @@ LOSS_CASES = {
                              region_contrast_size=6), SHAPE, 'seg'),
     'DISTLoss': (dict(tau=2.0), SHAPE, None),
     'RoIKDLoss': (dict(tau=2.0, loss_weight_bg=0.5), (8, 4), 'roi'),
+    # CrossKD: (N, C) class logits; (N, reg_max + 1) box side bins
+    'KDQualityFocalLoss': (dict(beta=1.0), (8, 4), None),
+    'KDKLDivLoss': (dict(T=1.0, class_reduction='sum'), (8, 5), None),
+    # BCKD: (N, C) class logits; (N, 4 * (reg_max + 1)) box bin logits
+    'BCKDClsLoss': (dict(beta=1.0), (8, 4), None),
+    'BCKDRegLoss': (dict(), (8, 16), None),
 }
 # A random spatial mask and a generator sit between student and teacher.
 NONZERO_FOR_IDENTICAL = {'MGDLoss'}
@@ -175,6 +181,40 @@ def test_kl_divergence_hand_value():
     loss_sum = MODELS.build(dict(type='KLDivergence', reduction='sum'))
     assert loss_sum(s.repeat(2, 1), t.repeat(2, 1)).item() == pytest.approx(
         2 * KL_3_1_VS_UNIFORM, rel=1e-5)
+
+
+def test_kd_quality_focal_hand_value():
+    # S = 0 (p = 1/2) towards T = log 3 (p_T = 3/4): BCE = log 2, factor
+    # |1/2 - 3/4| = 1/4; beta=2 squares it
+    s = torch.tensor([[0.]])
+    t = torch.tensor([[math.log(3.)]])
+    loss = MODELS.build(dict(type='KDQualityFocalLoss', beta=1.0))
+    assert loss(s, t).item() == pytest.approx(math.log(2) / 4, rel=1e-5)
+    loss2 = MODELS.build(dict(type='KDQualityFocalLoss', beta=2.0))
+    assert loss2(s, t).item() == pytest.approx(math.log(2) / 16, rel=1e-5)
+    # per-row weight and avg_factor: (2 * v + 0 * v) / 4
+    s2, t2 = s.repeat(2, 3), t.repeat(2, 3)
+    value = loss(s2, t2, weight=torch.tensor([2., 0.]), avg_factor=4.0)
+    assert value.item() == pytest.approx(3 * 2 * math.log(2) / 4 / 4,
+                                         rel=1e-5)
+
+
+def test_kd_kl_div_hand_value():
+    s = torch.tensor([[0., 0.]])
+    t = torch.tensor([[math.log(3.), 0.]])
+    loss = MODELS.build(dict(type='KDKLDivLoss'))  # bins summed
+    assert loss(s, t).item() == pytest.approx(KL_3_1_VS_UNIFORM, rel=1e-5)
+    mean = MODELS.build(dict(type='KDKLDivLoss', class_reduction='mean'))
+    assert mean(s, t).item() == pytest.approx(KL_3_1_VS_UNIFORM / 2,
+                                              rel=1e-5)
+    # T=2 on 2 * t: same distributions, times T^2
+    hot = MODELS.build(dict(type='KDKLDivLoss', T=2.0))
+    assert hot(s, 2 * t).item() == pytest.approx(4 * KL_3_1_VS_UNIFORM,
+                                                 rel=1e-5)
+    # per-row weights, avg_factor: (0.5 + 1.5) * kl / 4
+    value = loss(s.repeat(2, 1), t.repeat(2, 1),
+                 weight=torch.tensor([0.5, 1.5]), avg_factor=4.0)
+    assert value.item() == pytest.approx(KL_3_1_VS_UNIFORM / 2, rel=1e-5)
 
 
 def test_pkd_hand_value():

@@ -3,16 +3,20 @@ from .base_distiller import BaseDistiller
 from .detection_distiller import DetectionDistiller
 from .segmentation_distiller import SegmentationDistiller
 from .terms import (
-                    BaseDistillTerm,
-                    FeatureDistillTerm,
-                    LDDistillTerm,
-                    RoIDistillTerm,
-                    TermContext,
-                    TermLayers,
+    BaseDistillTerm,
+    BCKDDistillTerm,
+    CrossHeadDistillTerm,
+    FeatureDistillTerm,
+    LDDistillTerm,
+    MaskDistillTerm,
+    RoIDistillTerm,
+    TermContext,
+    TermLayers,
 )
 
 __all__ = [
-    'BaseDistiller', 'BaseDistillTerm', 'DetectionDistiller',
-    'FeatureDistillTerm', 'LDDistillTerm', 'RoIDistillTerm',
+    'BaseDistiller', 'BaseDistillTerm', 'BCKDDistillTerm',
+    'CrossHeadDistillTerm', 'DetectionDistiller', 'FeatureDistillTerm',
+    'LDDistillTerm', 'MaskDistillTerm', 'RoIDistillTerm',
     'SegmentationDistiller', 'TermContext', 'TermLayers'
 ]

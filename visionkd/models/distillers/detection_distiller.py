@@ -46,6 +46,13 @@ class DetectionDistiller(BaseDistiller):
     task = 'detection'
     gt_field = 'gt_instances'
 
+    @property
+    def detector(self) -> nn.Module:
+        """The student: what mmdet hooks written for wrapped detectors
+        reach through ``model.detector`` (e.g. ``YOLOXModeSwitchHook``
+        switching on the student's L1 loss)."""
+        return self.student
+
     def _check_task(self, model: nn.Module, role: str) -> None:
         from mmdet.models.detectors import BaseDetector
         if not isinstance(model, BaseDetector):

@@ -1,5 +1,6 @@
 """Distillation losses: pure tensor math, student first, teacher second."""
 from .at_loss import ATLoss
+from .bckd_loss import BCKDClsLoss, BCKDRegLoss
 from .cirkd_memory_loss import CIRKDMemoryLoss
 from .cirkd_minibatch_loss import CIRKDMiniBatchLoss
 from .cwd_loss import ChannelWiseDivergence
@@ -9,6 +10,8 @@ from .feature_mse_loss import FeatureMSELoss
 from .fgd_loss import FGDLoss
 from .fgfi_loss import FGFILoss
 from .ifvd_loss import IFVDLoss
+from .kd_kl_div_loss import KDKLDivLoss
+from .kd_quality_focal_loss import KDQualityFocalLoss
 from .kl_divergence import KLDivergence
 from .mgd_loss import MGDLoss
 from .pair_wise_affinity_loss import PairWiseAffinityLoss
@@ -17,8 +20,9 @@ from .pkd_loss import PKDLoss
 from .roi_kd_loss import RoIKDLoss
 
 __all__ = [
-    'ATLoss', 'CIRKDMemoryLoss', 'CIRKDMiniBatchLoss',
-    'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss', 'FeatureMSELoss',
-    'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KLDivergence', 'MGDLoss',
-    'PairWiseAffinityLoss', 'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss'
+    'ATLoss', 'BCKDClsLoss', 'BCKDRegLoss', 'CIRKDMemoryLoss',
+    'CIRKDMiniBatchLoss', 'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss',
+    'FeatureMSELoss', 'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KDKLDivLoss',
+    'KDQualityFocalLoss', 'KLDivergence', 'MGDLoss', 'PairWiseAffinityLoss',
+    'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss'
 ]

@@ -136,6 +136,9 @@ class BaseDistillTerm(nn.Module):
         #: Multiplier of ``weight`` set by schedule hooks (not saved: the
         #: hooks recompute it from the iteration, so resuming is exact).
         self.scale = 1.0
+        #: Levels (FPN levels, head calls) this term distils; modes with
+        #: several set it.
+        self.num_levels = 1
         #: Suffix -> extra factor of that key's weight (e.g. level weights).
         self.key_weights: Dict[str, float] = {}
         self._keys: Dict[str, str] = {}

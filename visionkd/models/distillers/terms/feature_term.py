@@ -25,6 +25,12 @@ def apply_connector(conn: nn.Module, s: torch.Tensor,
     return conn(s)
 
 
+def _as_list(cfg) -> List[dict]:
+    if cfg is None:
+        return []
+    return list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+
+
 @TERM_MODES.register_module(name='feature')
 class FeatureDistillTerm(BaseDistillTerm):
     """The default mode: a loss between two recorded layers, per level.
@@ -34,6 +40,7 @@ class FeatureDistillTerm(BaseDistillTerm):
         fpn=dict(student='neck', teacher='neck',        # module paths
                  record='output',                       # or 'input'
                  connector=dict(type='ConvConnector'),  # optional
+                 teacher_connector=dict(type='NormConnector'),  # optional
                  loss=dict(type='PKDLoss', loss_weight=6.0),
                  weight=1.0,                            # optional
                  levels=[0, 1, 2, 3],                   # optional subset
@@ -43,9 +50,16 @@ class FeatureDistillTerm(BaseDistillTerm):
     connector and one loss instance per level, so per-level parameters (e.g.
     FGD's GcBlocks) stay separate; the keys are ``loss_kd_<name>_l<i>``.
     ``levels`` keeps a subset of them (e.g. P2-P5 of a five-level FPN);
-    ``level_weights`` then has one entry per kept level. Connectors and
-    losses are built from the dry run's shapes (channels inferred), and the
-    shapes after the connectors are checked against the loss.
+    ``level_weights`` then has one entry per kept level; with ``levels``
+    the two layers may record different numbers of levels (e.g. a
+    five-level RetinaNet FPN teacher and a three-level RTMDet student,
+    ``levels=[0, 1, 2]``). Connectors and losses are built from the dry
+    run's shapes (channels inferred), and the shapes after the connectors
+    are checked against the loss. ``teacher_connector`` (optional, a dict
+    or a list) runs parameter-free modules on the teacher's map, without
+    grad, before the loss (e.g. the RTMDet recipe's BatchNorm without
+    affine on both maps); it is never trained, so a module with parameters
+    or buffers is rejected.
 
     Args:
         name: Term name.
@@ -54,28 +68,31 @@ class FeatureDistillTerm(BaseDistillTerm):
     """
 
     mode = 'feature'
-    cfg_keys = ('mode', 'student', 'teacher', 'loss', 'connector', 'weight',
-                'level_weights', 'levels', 'record')
-    type_keys = ('loss', 'connector')
+    cfg_keys = ('mode', 'student', 'teacher', 'loss', 'connector',
+                'teacher_connector', 'weight', 'level_weights', 'levels',
+                'record')
+    type_keys = ('loss', 'connector', 'teacher_connector')
 
     def __init__(self, name: str, cfg: dict, ctx: TermContext) -> None:
         super().__init__(name, cfg, ctx)
         self.record: str = cfg.get('record', 'output')
         self.level_weights: Optional[List[float]] = cfg.get('level_weights')
         self.loss_cfg: dict = cfg['loss']
-        connector = cfg.get('connector')
-        if connector is not None and not isinstance(connector, (list, tuple)):
-            connector = [connector]
-        self.connector_cfgs: List[dict] = list(connector or [])
+        self.connector_cfgs = _as_list(cfg.get('connector'))
+        self.teacher_connector_cfgs = _as_list(cfg.get('teacher_connector'))
         s_levels, t_levels = self._select_levels(ctx, cfg.get('levels'))
         self.num_levels = len(self.level_ids)
         self.connectors = nn.ModuleList()
+        #: parameter-free, so never in the state dict
+        self.teacher_connectors = nn.ModuleList()
         self.losses = nn.ModuleList()
         for lvl, (s, t) in enumerate(zip(s_levels, t_levels)):
             where = f'distill term {self.name!r}'
             if self.num_levels > 1:
                 where += f' level {self.level_ids[lvl]}'
+            t_chain, t = self._build_teacher_chain(t, where)
             chain, loss = self._build_level(s, t, where, ctx)
+            self.teacher_connectors.append(t_chain)
             self.connectors.append(chain)
             self.losses.append(loss)
         self._wants_samples = [
@@ -123,17 +140,21 @@ class FeatureDistillTerm(BaseDistillTerm):
                 f'distill term {self.name!r}: student layer '
                 f'{self.student_path!r} did not run in the student '
                 f'forward; record a layer that does')
-        if n_s != n_t:
+        if n_s != n_t and levels is None:
             raise ValueError(
                 f'distill term {self.name!r}: student layer '
                 f'{self.student_path!r} gives {n_s} level(s) but teacher '
                 f'layer {self.teacher_path!r} gives {n_t}; record layers '
-                f'with the same number of levels (e.g. both FPNs)')
+                f'with the same number of levels (e.g. both FPNs) or keep '
+                f'the matching ones with levels=[...]')
+        n = min(n_s, n_t)
         ids = list(range(n_s)) if levels is None else list(levels)
-        bad = [i for i in ids if not -n_s <= i < n_s]
+        bad = [i for i in ids if not 0 <= i < n] if n_s != n_t else [
+            i for i in ids if not -n_s <= i < n_s]
         if bad:
             raise ValueError(f'distill term {self.name!r}: levels {bad} out '
-                             f'of range for {n_s} recorded level(s)')
+                             f'of range for {n} level(s) recorded on both '
+                             f'models')
         #: indices of the recorded levels this term uses
         self.level_ids: List[int] = [i % n_s for i in ids]
         s_levels = [student_levels[i] for i in self.level_ids]
@@ -152,6 +173,27 @@ class FeatureDistillTerm(BaseDistillTerm):
                 f'{len(self.level_weights)} entries for '
                 f'{len(self.level_ids)} level(s)')
         return s_levels, t_levels
+
+    def _build_teacher_chain(self, t: torch.Tensor, where: str) -> tuple:
+        """Parameter-free teacher connectors of one level, and their
+        output on the dry-run map."""
+        chain = nn.ModuleList()
+        channels = t.shape[1] if t.dim() > 1 else None
+        for c_cfg in self.teacher_connector_cfgs:
+            conn = build_registered(c_cfg, f'teacher_connector of {where}',
+                                    in_channels=channels,
+                                    out_channels=channels)
+            if any(True for _ in conn.parameters()) or any(
+                    True for _ in conn.buffers()):
+                raise TypeError(
+                    f'teacher_connector of {where} ({type(conn).__name__}) '
+                    f'has parameters or buffers, but a teacher connector is '
+                    f'never trained or saved; use a parameter-free module '
+                    f"(e.g. dict(type='NormConnector'))")
+            chain.append(conn)
+            with torch.no_grad():
+                t = conn(t)
+        return chain, t
 
     def _build_level(self, s: torch.Tensor, t: torch.Tensor, where: str,
                      ctx: TermContext) -> tuple:
@@ -259,6 +301,10 @@ class FeatureDistillTerm(BaseDistillTerm):
         out = {}
         for lvl, src in enumerate(self.level_ids):
             s, t = student[src], teacher[src]
+            if len(self.teacher_connectors[lvl]):
+                with torch.no_grad():
+                    for conn in self.teacher_connectors[lvl]:
+                        t = conn(t)
             for conn in self.connectors[lvl]:
                 s = apply_connector(conn, s, t)
             loss_fn = self.losses[lvl]
