@@ -8,51 +8,9 @@
 # mosaic) train the student alone. The teacher's map is standardised alike
 # (teacher_connector, parameter-free), as in the recipe (see
 # README.md). Student, data, schedule and hooks: mmdet's RTMDet-s config.
-_base_ = ['mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py']
+_base_ = ['./rtmdet_m_to_s_300e_coco_cwd.py']
 
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_l_8xb32-300e_coco/rtmdet_l_8xb32-300e_coco_20220719_112030-5a0be7c4.pth'  # noqa: E501
 
-model = dict(
-    _delete_=True,
-    type='visionkd.DetectionDistiller',
-    # ImageNet-pretrained backbone; --cfg-options
-    # model.student.backbone.init_cfg=None trains it from scratch.
-    student=dict(config='mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py'),
-    teacher='mmdet::rtmdet/rtmdet_l_8xb32-300e_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(
-        fpn0=dict(student='neck.out_convs.0.conv',
-                  teacher='neck.out_convs.0.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn1=dict(student='neck.out_convs.1.conv',
-                  teacher='neck.out_convs.1.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn2=dict(student='neck.out_convs.2.conv',
-                  teacher='neck.out_convs.2.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0))))
-
-# Connectors get no gradient once distillation stops (DDP).
-find_unused_parameters = True
-
-custom_hooks = [
-    dict(
-        type='EMAHook',
-        ema_type='ExpMomentumEMA',
-        momentum=0.0002,
-        update_buffers=True,
-        priority=49),
-    dict(
-        type='PipelineSwitchHook',
-        switch_epoch=280,
-        switch_pipeline=_base_.train_pipeline_stage2),
-    dict(type='visionkd.DistillStopHook', stop_epoch=280),
-]
+model = dict(teacher='mmdet::rtmdet/rtmdet_l_8xb32-300e_coco.py',
+             teacher_ckpt=teacher_ckpt)

@@ -8,7 +8,10 @@
 # mosaic) train the student alone. The teacher's map is standardised alike
 # (teacher_connector, parameter-free), as in the recipe (see
 # README.md). Student, data, schedule and hooks: mmdet's RTMDet-tiny config.
-_base_ = ['mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py']
+_base_ = [
+    'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+    '../_base_/distill/neck_cwd_norm.py'
+]
 
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_s_8xb32-300e_coco/rtmdet_s_8xb32-300e_coco_20220905_161602-387a891e.pth'  # noqa: E501
 
@@ -20,25 +23,7 @@ model = dict(
     student=dict(config='mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py'),
     teacher='mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(
-        fpn0=dict(student='neck.out_convs.0.conv',
-                  teacher='neck.out_convs.0.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn1=dict(student='neck.out_convs.1.conv',
-                  teacher='neck.out_convs.1.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn2=dict(student='neck.out_convs.2.conv',
-                  teacher='neck.out_convs.2.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0))))
+    distill_terms=_base_.neck_cwd_norm_terms)
 
 # Connectors get no gradient once distillation stops (DDP).
 find_unused_parameters = True

@@ -8,7 +8,10 @@
 # Distillation on epochs 0-284; YOLOX's last 15 epochs (mmdet's
 # YOLOXModeSwitchHook: no mosaic, L1 loss) train the student alone.
 # Student, data, schedule, hooks: mmdet's YOLOX-tiny config.
-_base_ = ['mmdet::yolox/yolox_tiny_8xb8-300e_coco.py']
+_base_ = [
+    'mmdet::yolox/yolox_tiny_8xb8-300e_coco.py',
+    '../_base_/distill/neck_cwd_norm.py'
+]
 
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/yolox/yolox_s_8x8_300e_coco/yolox_s_8x8_300e_coco_20211121_095711-4592a793.pth'  # noqa: E501
 
@@ -18,25 +21,7 @@ model = dict(
     student=dict(config='mmdet::yolox/yolox_tiny_8xb8-300e_coco.py'),
     teacher='mmdet::yolox/yolox_s_8xb8-300e_coco.py',
     teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(
-        fpn0=dict(student='neck.out_convs.0.conv',
-                  teacher='neck.out_convs.0.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn1=dict(student='neck.out_convs.1.conv',
-                  teacher='neck.out_convs.1.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0)),
-        fpn2=dict(student='neck.out_convs.2.conv',
-                  teacher='neck.out_convs.2.conv',
-                  connector=dict(type='NormConnector', with_conv=True),
-                  teacher_connector=dict(type='NormConnector'),
-                  loss=dict(type='ChannelWiseDivergence', tau=1.0,
-                            loss_weight=1.0))))
+    distill_terms=_base_.neck_cwd_norm_terms)
 
 # Connectors get no gradient once distillation stops (DDP).
 find_unused_parameters = True
