@@ -237,6 +237,11 @@ for _name, _fn, _src in [
 _register(MethodSpec('ld', 'det', _as_is,
                      'configs/ld/gfl_r101_to_r18_fpn_1x_coco_ld.py',
                      arch='gfl'))
+# BCKD's losses average over the locations and compare head outputs of the
+# same shape: the paper's terms as they are
+_register(MethodSpec('bckd', 'det', _as_is,
+                     'configs/bckd/gfl_r101_to_r50_fpn_1x_coco_bckd.py',
+                     arch='gfl'))
 
 
 # ------------------------------------------------------------- segmentation
