@@ -1,5 +1,6 @@
 """CrossKD (mode='cross_head'): student head features through the teacher's
-GFL head, distilled towards the teacher's own predictions."""
+GFL (ATSS, RetinaNet, FCOS) head, distilled towards the teacher's own
+predictions."""
 import copy
 
 import pytest
@@ -264,8 +265,13 @@ def test_crossing_at_zero_and_at_the_last_conv_runs():
      'loss_center is the centerness KD of ATSS heads'),
     (gfl(32), tiny_faster_rcnn(64), {},
      "the teacher has no layer 'bbox_head'"),
-    (dense(FCOS), dense(FCOS), {},
-     'is FCOSHead, not a GFLHead, ATSSHead or RetinaHead'),
+    (tiny_faster_rcnn(32), tiny_faster_rcnn(64),
+     dict(student='rpn_head', teacher='rpn_head'),
+     'is RPNHead, not a GFLHead, ATSSHead, RetinaHead or FCOSHead'),
+    (dense(FCOS), retina(64), {}, 'FCOSHead and RetinaHead; give both'),
+    (dense(FCOS), dense(FCOS),
+     dict(loss_center=dict(type='mmdet.CrossEntropyLoss')),
+     'loss_center is the centerness KD of ATSS heads'),
 ])
 def test_heads_that_cannot_be_crossed(student, teacher, cfg, match):
     terms = dict(crosskd=dict(CROSSKD['crosskd'], **cfg))
@@ -395,3 +401,128 @@ def test_anchor_heads_match_a_direct_computation(family, det_batch):
     assert s_head.reg_convs[0].conv.weight.grad.abs().sum() > 0
     assert s_head.cls_convs[1].conv.weight.grad is None
     assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def fcos(fpn_channels, **head):
+    """A tiny FCOS (caffe R18-FPN, GN head with two convs)."""
+    spec = dense(FCOS, fpn_channels)
+    spec['bbox_head'].update(head)
+    return spec
+
+
+FCOS_KD = dict(crosskd=dict(
+    CROSSKD['crosskd'],
+    loss_cls=dict(type='KDQualityFocalLoss', beta=1.0, loss_weight=0.4),
+    loss_reg=dict(type='mmdet.IoULoss', loss_weight=0.75)))
+
+
+def direct_fcos_predictions(t_head, lvl, feats):
+    """The teacher FCOS head's predictors written out (as forward_single)."""
+    box = t_head.scales[lvl](t_head.conv_reg(feats[1])).float()
+    if t_head.norm_on_bbox:
+        box = box.clamp(min=0)
+        if not t_head.training:
+            box = box * t_head.strides[lvl]
+    else:
+        box = box.exp()
+    return t_head.conv_cls(feats[0]), box
+
+
+def direct_fcos_denorm(s_head, preds_T, data):
+    """Points, and the sum of the student's centerness targets at its
+    positives (the official FCOS avg_factor)."""
+    gts = [s.gt_instances for s in data['data_samples']]
+    points = s_head.prior_generator.grid_priors(
+        [c.shape[-2:] for c in preds_T[0]], dtype=torch.float32,
+        device='cpu')
+    labels, targets = s_head.get_targets(points, gts)
+    labels, targets = torch.cat(labels), torch.cat(targets)
+    t = targets[labels < 3]
+    lr, tb = t[:, [0, 2]], t[:, [1, 3]]
+    ctr = ((lr.min(-1)[0] / lr.max(-1)[0]) *
+           (tb.min(-1)[0] / tb.max(-1)[0])).sqrt()
+    return points, ctr.sum().item()
+
+
+@pytest.mark.parametrize('head', [
+    {}, dict(norm_on_bbox=True, centerness_on_reg=True)])
+def test_fcos_matches_a_direct_computation(head, det_batch):
+    """FCOS (official CrossKDFCOS): QFL on the crossed class scores at every
+    location (x0.4), IoU loss (log, x0.75) between the boxes the crossed and
+    the teacher's distances decode to on every point, weighted by
+    sigmoid(max teacher logit); both / the sum of the student's centerness
+    targets at its positives; no centerness KD."""
+    from mmdet.structures.bbox import bbox_overlaps
+    torch.manual_seed(0)
+    model = build_distiller('det', FCOS_KD, student=fcos(32, **head),
+                            teacher=fcos(64, **head)).train()
+    with torch.no_grad():  # teacher Scales off 1: a mix-up would show
+        for scale in model.teacher.bbox_head.scales:
+            scale.scale.add_(torch.rand(()) * 0.5)
+    kd, x_S, data = run(model, det_batch)
+    s_head, t_head = model.student.bbox_head, model.teacher.bbox_head
+    with torch.no_grad():
+        x_T = model.teacher.extract_feat(data['inputs'])
+        preds_T = t_head(x_T)
+        points, denorm = direct_fcos_denorm(s_head, preds_T, data)
+        assert denorm > 0
+        ref = dict(cls=0., reg=0.)
+        n = x_S[0].size(0)
+        for lvl in range(LEVELS):
+            feats = []
+            for branch in ('cls_convs', 'reg_convs'):
+                s_convs = getattr(s_head, branch)
+                t_convs = getattr(t_head, branch)
+                f = official_align(pre_act(s_convs[0], x_S[lvl]),
+                                   pre_act(t_convs[0], x_T[lvl]))
+                feats.append(t_convs[1](F.relu(f)))
+            cls_x, box_x = direct_fcos_predictions(t_head, lvl, feats)
+            cls_x, cls_t = flat(cls_x, 3), flat(preds_T[0][lvl], 3)
+            p_t, p_x = cls_t.sigmoid(), cls_x.sigmoid()
+            bce = -(p_t * p_x.log() + (1 - p_t) * (1 - p_x).log())
+            ref['cls'] += 0.4 * (bce * (p_x - p_t).abs()).sum()
+            pts = points[lvl].repeat(n, 1)
+            iou = bbox_overlaps(
+                s_head.bbox_coder.decode(pts, flat(box_x, 4)),
+                s_head.bbox_coder.decode(pts, flat(preds_T[1][lvl], 4)),
+                is_aligned=True).clamp(min=1e-6)
+            w = cls_t.max(1)[0].sigmoid()
+            ref['reg'] += 0.75 * (w * -iou.log()).sum()
+    assert set(kd) == {f'loss_kd_crosskd_{k}_l{i}' for k in ('cls', 'reg')
+                       for i in range(LEVELS)}
+    for kind in ('cls', 'reg'):
+        ours = sum(kd[f'loss_kd_crosskd_{kind}_l{i}'] for i in range(LEVELS))
+        assert ours.item() > 0, kind
+        torch.testing.assert_close(ours.detach(), ref[kind] / denorm,
+                                   rtol=1e-4, atol=1e-7, msg=kind)
+    sum(kd.values()).backward()
+    assert s_head.cls_convs[0].conv.weight.grad.abs().sum() > 0
+    assert s_head.reg_convs[0].conv.weight.grad.abs().sum() > 0
+    assert model.student.backbone.layer4[0].conv1.weight.grad.abs().sum() > 0
+    for name in ('cls_convs.1.conv', 'reg_convs.1.conv', 'conv_cls',
+                 'conv_reg', 'conv_centerness'):
+        mod = dict(s_head.named_modules())[name]
+        assert mod.weight.grad is None, name
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_fcos_crossed_path_uses_the_teacher_predictors(det_batch):
+    """Changing the teacher's conv_reg changes the crossed box loss; the
+    student's own conv_reg plays no part."""
+    torch.manual_seed(0)
+    model = build_distiller('det', FCOS_KD, student=fcos(32),
+                            teacher=fcos(64)).train()
+    key = 'loss_kd_crosskd_reg_l0'
+    ref, _, _ = run(model, det_batch)
+    for head, same in ((model.student.bbox_head, True),
+                       (model.teacher.bbox_head, False)):
+        weight = head.conv_reg.weight
+        with torch.no_grad():
+            saved = weight.clone()
+            weight.mul_(-3.0)
+        try:
+            out, _, _ = run(model, det_batch)
+        finally:
+            with torch.no_grad():
+                weight.copy_(saved)
+        assert torch.allclose(out[key], ref[key]) is same

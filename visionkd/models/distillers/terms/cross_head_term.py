@@ -36,11 +36,12 @@ def align_to_teacher(feat_S: torch.Tensor,
 
 #: Head families CrossKD is implemented for: (class, number of outputs).
 FAMILIES = {'gfl': ('GFLHead', 2), 'atss': ('ATSSHead', 3),
-            'retina': ('RetinaHead', 2)}
+            'retina': ('RetinaHead', 2), 'fcos': ('FCOSHead', 3)}
 
 
 def _head_family(head: nn.Module) -> Optional[str]:
-    """``'gfl'``, ``'atss'`` or ``'retina'`` (None for other heads)."""
+    """``'gfl'``, ``'atss'``, ``'retina'`` or ``'fcos'`` (None for other
+    heads)."""
     from mmdet.models import dense_heads
     for family, (cls_name, _) in FAMILIES.items():
         if isinstance(head, getattr(dense_heads, cls_name)):
@@ -51,6 +52,23 @@ def _head_family(head: nn.Module) -> Optional[str]:
 def _flat(pred: torch.Tensor, size: int) -> torch.Tensor:
     """(N, A * size, H, W) -> (N * H * W * A, size)."""
     return pred.permute(0, 2, 3, 1).reshape(-1, size)
+
+
+def _fcos_predict(head: nn.Module, lvl: int, cls_feat: torch.Tensor,
+                  reg_feat: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """An FCOS head's predictors on level ``lvl`` (as its forward_single:
+    scale, then clamp (``norm_on_bbox``; times the stride outside
+    training) or exp; centerness on the reg or cls branch)."""
+    box = head.scales[lvl](head.conv_reg(reg_feat)).float()
+    if head.norm_on_bbox:
+        box = box.clamp(min=0)
+        if not head.training:
+            box = box * head.strides[lvl]
+    else:
+        box = box.exp()
+    ctr = head.conv_centerness(
+        reg_feat if head.centerness_on_reg else cls_feat)
+    return head.conv_cls(cls_feat), box, ctr
 
 
 def _check_layout(where: str, s: nn.Module, t: nn.Module) -> None:
@@ -75,7 +93,8 @@ def _check_layout(where: str, s: nn.Module, t: nn.Module) -> None:
 
 def _heads(name: str, cfg: dict, student: nn.Module,
            teacher: nn.Module) -> Tuple[nn.Module, nn.Module]:
-    """Both heads, checked to be GFL/ATSS/RetinaNet heads of one layout."""
+    """Both heads, checked to be GFL/ATSS/RetinaNet/FCOS heads of one
+    layout."""
     where = f'distill term {name!r} (mode cross_head)'
     heads = []
     for role, model in (('student', student), ('teacher', teacher)):
@@ -87,9 +106,9 @@ def _heads(name: str, cfg: dict, student: nn.Module,
         if _head_family(head) is None:
             raise ValueError(
                 f'{where}: the {role} layer {cfg[role]!r} is '
-                f'{type(head).__name__}, not a GFLHead, ATSSHead or '
-                f'RetinaHead; mode cross_head crosses these heads only '
-                f'(FCOS is not supported yet)')
+                f'{type(head).__name__}, not a GFLHead, ATSSHead, '
+                f'RetinaHead or FCOSHead; mode cross_head crosses these '
+                f'heads only')
         heads.append(head)
     s, t = heads
     _check_layout(where, s, t)
@@ -112,7 +131,7 @@ def _heads(name: str, cfg: dict, student: nn.Module,
 
 @TERM_MODES.register_module(name='cross_head')
 class CrossHeadDistillTerm(BaseDistillTerm):
-    """``mode='cross_head'``: CrossKD on GFL, ATSS and RetinaNet heads.
+    """``mode='cross_head'``: CrossKD on GFL, ATSS, RetinaNet, FCOS heads.
 
     *CrossKD: Cross-Head Knowledge Distillation for Object Detection*
     (Wang et al., CVPR 2024; official code jbwang1997/CrossKD). The entry
@@ -129,7 +148,9 @@ class CrossHeadDistillTerm(BaseDistillTerm):
 
     (ATSS, RetinaNet: ``loss_reg=dict(type='mmdet.GIoULoss',
     loss_weight=1.0)``; ATSS also ``loss_center=dict(
-    type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)``.)
+    type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)``;
+    FCOS, official weights: ``loss_cls`` weight 0.4, ``loss_reg=dict(
+    type='mmdet.IoULoss', loss_weight=0.75)``.)
     Per FPN level and branch (classification and regression), the
     student's head feature after its conv ``reused_teacher_head_idx``
     (``i``, before that conv's activation; the FPN feature for ``i=0``) is
@@ -137,22 +158,29 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     the teacher's feature at the same place, activated (ReLU, for
     ``i > 0``), then run through the teacher head's convs ``i..`` and its
     predictors (GFL: ``gfl_cls``, ``scales[l](gfl_reg)``; ATSS: also
-    ``atss_centerness``; RetinaNet: ``retina_cls``, ``retina_reg``) under
-    the teacher's frozen weights;
+    ``atss_centerness``; RetinaNet: ``retina_cls``, ``retina_reg``; FCOS:
+    ``conv_cls``, ``scales[l](conv_reg)`` then clamp (``norm_on_bbox``,
+    times the stride outside training) or exp as the teacher head's own
+    forward, ``conv_centerness``) under the teacher's frozen weights;
     the gradient flows through those ops into the student. These *crossed*
     predictions are distilled towards the teacher's own:
 
     * ``loss_cls`` (``loss_kd_<name>_cls_l<i>``): the crossed class logits
       vs the teacher's, per-anchor ``label_weights`` of the student's
       assignment, ``avg_factor`` = the student's positive count (GFL, ATSS:
-      mean over GPUs; at least 1);
+      mean over GPUs; at least 1). FCOS: every location, weight 1,
+      ``avg_factor`` = the sum of the student's centerness targets at its
+      positives (mean over GPUs; at least 1e-6, 1 without positives);
     * ``loss_reg`` (``loss_kd_<name>_reg_l<i>``), each anchor weighted by
       the sigmoid of the teacher's max class logit (0 where
       ``label_weights`` is 0). GFL: the crossed box distributions vs the
       teacher's (``reg_max + 1`` bins per side), ``avg_factor=4``, divided
       by the sum of those weights over all levels. ATSS, RetinaNet: the
       boxes both predictions decode to on the student's anchors,
-      ``avg_factor`` = the positive count;
+      ``avg_factor`` = the positive count; FCOS: the boxes both distance
+      predictions decode to on every location's point, ``avg_factor`` =
+      the centerness-target sum (the crossed centerness is not
+      distilled);
     * ``loss_center`` (ATSS only, optional; ``loss_kd_<name>_center_l<i>``):
       the crossed centerness logits vs the teacher's sigmoid centerness at
       the student's positive anchors, ``avg_factor`` = the positive count.
@@ -171,8 +199,8 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     GFL regression weight sum to a tiny positive value, and a 1x1 level of
     a single image is aligned with a biased std (the official code divides
     by them as they are, or gives NaN); a level without positives gives a
-    zero centerness loss that keeps the graph. The official FCOS variant is
-    not implemented.
+    zero centerness loss that keeps the graph; FCOS without positives
+    divides by 1 (the official code by 1e-6).
 
     Args:
         name: Term name.
@@ -258,6 +286,8 @@ class CrossHeadDistillTerm(BaseDistillTerm):
         if self.family == 'gfl':
             return head.gfl_cls(cls_feat), head.scales[lvl](
                 head.gfl_reg(reg_feat))
+        if self.family == 'fcos':
+            return _fcos_predict(head, lvl, cls_feat, reg_feat)
         if self.family == 'atss':
             return (head.atss_cls(cls_feat),
                     head.scales[lvl](head.atss_reg(reg_feat)),
@@ -282,13 +312,43 @@ class CrossHeadDistillTerm(BaseDistillTerm):
             out.append(feat)
         return self.predict(lvl, out[0], out[1])
 
+    def fcos_assignment(self, cls_T: List[torch.Tensor],
+                        data_samples: list) -> Tuple[dict, float]:
+        """FCOS: the per-level points (N * H * W, 2), the student's
+        ``labels``, weights 1 at every location, and the sum of the
+        centerness targets at its positives (mean over GPUs; at least
+        1e-6, 1 where there is no positive)."""
+        from mmdet.models.utils import unpack_gt_instances
+        from mmdet.utils import reduce_mean
+        head = self.student_head
+        gts = unpack_gt_instances(data_samples)[0]
+        device = cls_T[0].device
+        with torch.no_grad():
+            points = head.prior_generator.grid_priors(
+                [c.shape[-2:] for c in cls_T], dtype=torch.float32,
+                device=device)
+            labels, box_targets = head.get_targets(points, gts)
+            total = torch.zeros((), device=device)
+            for lab, box in zip(labels, box_targets):
+                pos = (lab >= 0) & (lab < head.num_classes)
+                if bool(pos.any()):
+                    total = total + head.centerness_target(box[pos]).sum()
+            denorm = reduce_mean(total).item()
+        num = cls_T[0].size(0)
+        return dict(anchors=[p.repeat(num, 1) for p in points],
+                    labels=labels,
+                    weights=[torch.ones_like(lab) for lab in labels]), (
+                        max(denorm, 1e-6) if denorm > 0 else 1.0)
+
     def assignment(self, cls_T: List[torch.Tensor],
                    data_samples: list) -> Tuple[dict, float]:
         """The student's per-level anchors (N * A, 4), ``labels`` and
         ``label_weights`` (N, A), and its positive count (GFL, ATSS: mean
-        over GPUs; at least 1)."""
+        over GPUs; at least 1). FCOS: :meth:`fcos_assignment`."""
         from mmdet.models.utils import unpack_gt_instances
         from mmdet.utils import reduce_mean
+        if self.family == 'fcos':
+            return self.fcos_assignment(cls_T, data_samples)
         head = self.student_head
         gts, gts_ignore, metas = unpack_gt_instances(data_samples)
         device = cls_T[0].device
@@ -321,7 +381,8 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     def reg_loss(self, box_X: torch.Tensor, box_T: torch.Tensor,
                  w: torch.Tensor, anchors: torch.Tensor,
                  avg_factor: float) -> torch.Tensor:
-        """Box KD of one level (GFL: not yet divided by the weight sum)."""
+        """Box KD of one level (GFL: not yet divided by the weight sum;
+        ATSS, RetinaNet, FCOS: on the boxes decoded on ``anchors``)."""
         if self.family == 'gfl':
             bins = self.student_head.reg_max + 1
             return self.loss_reg(
