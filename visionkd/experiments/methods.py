@@ -242,6 +242,12 @@ _register(MethodSpec('ld', 'det', _as_is,
 _register(MethodSpec('bckd', 'det', _as_is,
                      'configs/bckd/gfl_r101_to_r50_fpn_1x_coco_bckd.py',
                      arch='gfl'))
+# CrossKD feeds the student's head features into the teacher's head convs:
+# the family's student head has the teacher's width (as in the paper's
+# pairs), with a narrower backbone
+_register(MethodSpec('crosskd', 'det', _as_is,
+                     'configs/crosskd/gfl_r101_to_r50_fpn_1x_coco_crosskd.py',
+                     arch='gfl_same_width'))
 
 
 # ------------------------------------------------------------- segmentation

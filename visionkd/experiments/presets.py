@@ -251,7 +251,8 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
     'det': {
         'tiny': Preset(
             'tiny', 'det', {'faster_rcnn': _faster_rcnn_tiny,
-                            'gfl': _gfl_pair((16, 32), (8, 32))},
+                            'gfl': _gfl_pair((16, 32), (8, 32)),
+                            'gfl_same_width': _gfl_pair((16, 32), (8, 32))},
             'faster_rcnn',
             Schedule(teacher_iters=2, student_iters=2, batch_size=2,
                      lr=0.02, weight_decay=1e-4, warmup_iters=0,
@@ -261,7 +262,9 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
             scale=(160, 120)),
         'cpu-small': Preset(
             'cpu-small', 'det', {'faster_rcnn': _faster_rcnn_demo,
-                                 'gfl': _gfl_pair((32, 64), (16, 32))},
+                                 'gfl': _gfl_pair((32, 64), (16, 32)),
+                                 'gfl_same_width': _gfl_pair((32, 64),
+                                                             (16, 64))},
             'faster_rcnn',
             Schedule(teacher_iters=400, student_iters=300, batch_size=4,
                      lr=0.02, weight_decay=1e-4, warmup_iters=50,
@@ -270,7 +273,8 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
             scale=(320, 240)),
         'gpu': Preset(
             'gpu', 'det', {'faster_rcnn': _faster_rcnn_real,
-                           'gfl': _gfl_real}, 'faster_rcnn',
+                           'gfl': _gfl_real, 'gfl_same_width': _gfl_real},
+            'faster_rcnn',
             Schedule(teacher_iters=6000, student_iters=6000, batch_size=8,
                      lr=0.02, weight_decay=1e-4, warmup_iters=500,
                      policy='cosine', clip_grad=35.0,
