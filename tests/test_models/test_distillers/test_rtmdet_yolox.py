@@ -216,3 +216,25 @@ def test_mismatched_strides_fail_at_build_with_the_fix(det_batch):
                             teacher=teacher)
     losses = train_step(model, det_batch)
     assert torch.isfinite(losses['loss_kd_p3'])
+
+
+def test_rtmdet_ins_recipe_terms_train_with_masks():
+    """configs/rtmdet/rtmdet_ins_s_to_tiny...: the recipe's neck terms on a
+    tiny RTMDet-Ins pair train one step with the student's mask loss."""
+    from mmdet.testing import demo_mm_inputs
+    ins = 'mmdet::rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py'
+    student, teacher = tiny_rtmdet(0.125, 16), tiny_rtmdet(0.25, 32)
+    for spec in (student, teacher):
+        spec['config'] = ins
+    terms = config_terms(
+        'configs/rtmdet/rtmdet_ins_s_to_tiny_300e_coco_cwd.py')
+    torch.manual_seed(0)
+    model = build_distiller('det', terms, student=student, teacher=teacher)
+    assert type(model.student.bbox_head).__name__ == 'RTMDetInsSepBNHead'
+    torch.manual_seed(0)
+    batch = demo_mm_inputs(batch_size=2, image_shapes=(3, 64, 64),
+                           num_items=[2, 1], num_classes=3, with_mask=True)
+    losses = train_step(model, batch)
+    assert 'loss_mask' in losses and torch.isfinite(losses['loss_mask'])
+    assert_student_neck_learns_teacher_frozen(
+        model, losses, ['loss_kd_fpn0', 'loss_kd_fpn1', 'loss_kd_fpn2'])
