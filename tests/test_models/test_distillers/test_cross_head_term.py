@@ -88,6 +88,18 @@ def run(model, batch):
     return kd, seen[0], data
 
 
+def run_with_scaled(model, batch, weight: torch.Tensor) -> dict:
+    """KD losses of one step with ``weight`` scaled by -3 (then restored)."""
+    with torch.no_grad():
+        saved = weight.clone()
+        weight.mul_(-3.0)
+    try:
+        return run(model, batch)[0]
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
 def official_align(s, t):
     """The official per-channel alignment, written as in the paper's code:
     (C, N*H*W) statistics."""
@@ -188,23 +200,9 @@ def test_crossed_path_uses_the_teacher_head_weights(model, det_batch):
     key = 'loss_kd_crosskd_cls_l0'
     student_conv = model.student.bbox_head.cls_convs[IDX].conv.weight
     teacher_conv = model.teacher.bbox_head.cls_convs[IDX].conv.weight
-    with torch.no_grad():
-        saved = student_conv.clone()
-        student_conv.mul_(-3.0)
-    try:
-        same, _, _ = run(model, det_batch)
-    finally:
-        with torch.no_grad():
-            student_conv.copy_(saved)
+    same = run_with_scaled(model, det_batch, student_conv)
     torch.testing.assert_close(same[key], ref[key])
-    with torch.no_grad():
-        saved = teacher_conv.clone()
-        teacher_conv.mul_(-3.0)
-    try:
-        changed, _, _ = run(model, det_batch)
-    finally:
-        with torch.no_grad():
-            teacher_conv.copy_(saved)
+    changed = run_with_scaled(model, det_batch, teacher_conv)
     assert not torch.allclose(changed[key], ref[key])
 
 
@@ -516,13 +514,5 @@ def test_fcos_crossed_path_uses_the_teacher_predictors(det_batch):
     ref, _, _ = run(model, det_batch)
     for head, same in ((model.student.bbox_head, True),
                        (model.teacher.bbox_head, False)):
-        weight = head.conv_reg.weight
-        with torch.no_grad():
-            saved = weight.clone()
-            weight.mul_(-3.0)
-        try:
-            out, _, _ = run(model, det_batch)
-        finally:
-            with torch.no_grad():
-                weight.copy_(saved)
+        out = run_with_scaled(model, det_batch, head.conv_reg.weight)
         assert torch.allclose(out[key], ref[key]) is same

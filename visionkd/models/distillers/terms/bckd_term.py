@@ -8,40 +8,13 @@ from visionkd.registry import TERM_MODES
 
 from .base_term import BaseDistillTerm, TermContext, TermLayers
 from .build_utils import build_registered
+from .gfl_heads import check_gfl_heads
 
 __all__ = ['BCKDDistillTerm']
 
 #: The released configs' losses (TinyTigerPan/BCKD, configs/bckd/*.py).
 DEFAULT_LOSS_CLS = dict(type='BCKDClsLoss', beta=1.0, loss_weight=1.0)
 DEFAULT_LOSS_REG = dict(type='BCKDRegLoss', loss_weight=4.0)
-
-
-def _check_gfl_heads(name: str, student: nn.Module, teacher: nn.Module,
-                     cfg: dict) -> tuple:
-    """Both GFL heads, checked to be of the same layout."""
-    from mmdet.models.dense_heads import GFLHead, LDHead
-    where = f'distill term {name!r} (mode bckd)'
-    heads = []
-    for role, model in (('student', student), ('teacher', teacher)):
-        path = cfg[role]
-        head = dict(model.named_modules()).get(path)
-        if not isinstance(head, GFLHead):
-            raise ValueError(f'{where}: the {role} layer {path!r} is '
-                             f'{type(head).__name__}, not a GFLHead')
-        heads.append(head)
-    s, t = heads
-    if isinstance(s, LDHead):
-        raise ValueError(f'{where}: give the student a plain GFLHead; the '
-                         f'term feeds the teacher itself')
-    for attr in ('num_classes', 'reg_max', 'num_base_priors'):
-        if getattr(s, attr) != getattr(t, attr):
-            raise ValueError(
-                f'{where}: student and teacher heads differ in {attr} '
-                f'({getattr(s, attr)} vs {getattr(t, attr)})')
-    if list(s.prior_generator.strides) != list(t.prior_generator.strides):
-        raise ValueError(f'{where}: student and teacher heads have '
-                         f'different strides')
-    return s, t
 
 
 @TERM_MODES.register_module(name='bckd')
@@ -108,7 +81,8 @@ class BCKDDistillTerm(BaseDistillTerm):
             cls_cfg, f'loss_cls of {where}')
         self.loss_reg = None if reg_cfg is None else build_registered(
             reg_cfg, f'loss_reg of {where}')
-        head, _ = _check_gfl_heads(name, ctx.student, ctx.teacher, cfg)
+        head, _ = check_gfl_heads(name, 'bckd', ctx.student, ctx.teacher,
+                                  cfg)
         self.num_classes = head.cls_out_channels
         self.reg_max = head.reg_max
         levels = ctx.teacher_levels
@@ -132,7 +106,7 @@ class BCKDDistillTerm(BaseDistillTerm):
         ``avg_factor``) and the teacher head's forward; both heads are
         checked first."""
         cls.check_cfg(name, cfg)
-        _check_gfl_heads(name, student, teacher, cfg)
+        check_gfl_heads(name, 'bckd', student, teacher, cfg)
         return TermLayers(
             student=(cfg['student'], 'call:loss_by_feat_single'),
             teacher=(cfg['teacher'], 'call:forward'))

@@ -9,39 +9,9 @@ from visionkd.registry import TERM_MODES
 
 from .base_term import BaseDistillTerm, TermContext, TermLayers
 from .build_utils import build_registered
+from .gfl_heads import check_gfl_heads
 
 __all__ = ['LDDistillTerm']
-
-
-def _gfl_heads(name: str, student: nn.Module, teacher: nn.Module,
-               cfg: dict) -> tuple:
-    """Both GFL heads, checked to be of the same layout."""
-    from mmdet.models.dense_heads import GFLHead, LDHead
-    heads = []
-    for role, model in (('student', student), ('teacher', teacher)):
-        path = cfg[role]
-        head = dict(model.named_modules()).get(path)
-        if not isinstance(head, GFLHead):
-            raise ValueError(
-                f'distill term {name!r} (mode ld): the {role} layer '
-                f'{path!r} is {type(head).__name__}, not a GFLHead')
-        heads.append(head)
-    if isinstance(heads[0], LDHead):
-        raise ValueError(
-            f'distill term {name!r} (mode ld): give the student a '
-            f'plain GFLHead; the term feeds the teacher itself')
-    s, t = heads
-    for attr in ('num_classes', 'reg_max'):
-        if getattr(s, attr) != getattr(t, attr):
-            raise ValueError(
-                f'distill term {name!r} (mode ld): student and '
-                f'teacher heads differ in {attr} ({getattr(s, attr)} vs '
-                f'{getattr(t, attr)})')
-    if list(s.prior_generator.strides) != list(t.prior_generator.strides):
-        raise ValueError(
-            f'distill term {name!r} (mode ld): student and teacher '
-            f'heads have different strides')
-    return s, t
 
 
 def _vlr_assigner(name: str, head: nn.Module) -> LDVLRAssigner:
@@ -132,7 +102,7 @@ class LDDistillTerm(BaseDistillTerm):
         if cfg.get('loss_cls') is not None:
             self.loss_cls = build_registered(cfg['loss_cls'],
                                              f'loss_cls of {where}')
-        head, _ = _gfl_heads(name, ctx.student, ctx.teacher, cfg)
+        head, _ = check_gfl_heads(name, 'ld', ctx.student, ctx.teacher, cfg)
         if cfg.get('loss_vlr') is not None:
             self.loss_vlr = build_registered(cfg['loss_vlr'],
                                              f'loss_vlr of {where}')
@@ -161,7 +131,7 @@ class LDDistillTerm(BaseDistillTerm):
         forward (mmdet calls ``bbox_head.forward`` directly, so no forward
         hook sees it); both heads are checked first."""
         cls.check_cfg(name, cfg)
-        _gfl_heads(name, student, teacher, cfg)
+        check_gfl_heads(name, 'ld', student, teacher, cfg)
         return TermLayers(
             student=(cfg['student'], 'call:loss_by_feat_single'),
             teacher=(cfg['teacher'], 'call:forward'))

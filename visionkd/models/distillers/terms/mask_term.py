@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from visionkd.registry import TERM_MODES
 
 from .base_term import BaseDistillTerm, TermContext, TermLayers
+from .roi_term import find_roi_head
 
 __all__ = ['MaskDistillTerm', 'mask_sigmoid_kd']
 
@@ -37,14 +38,9 @@ def mask_sigmoid_kd(mask_S: torch.Tensor, mask_T: torch.Tensor,
 def _mask_roi_head(model: nn.Module, path: str, role: str,
                    term: str) -> nn.Module:
     """The mmdet RoI head at ``path``, checked to have one mask head."""
-    head = dict(model.named_modules()).get(path)
-    if head is None or not all(
-            hasattr(head, a) for a in ('bbox_roi_extractor', 'bbox_head',
-                                       '_bbox_forward')):
-        raise ValueError(
-            f'distill term {term!r} (mode mask): the {role} layer '
-            f'{path!r} is not an mmdet RoI head (two-stage instance '
-            f'segmentation detectors such as Mask R-CNN only)')
+    head = find_roi_head(model, path, role, term, 'mask',
+                         '(two-stage instance segmentation detectors such '
+                         'as Mask R-CNN only)')
     if not getattr(head, 'with_mask', False):
         raise ValueError(
             f'distill term {term!r} (mode mask): the {role} RoI head '

@@ -9,20 +9,32 @@ from visionkd.registry import TERM_MODES
 from .base_term import BaseDistillTerm, TermContext, TermLayers
 from .build_utils import build_registered
 
-__all__ = ['RoIDistillTerm']
+__all__ = ['RoIDistillTerm', 'find_roi_head']
 
 
-def _roi_head(model: nn.Module, path: str, role: str,
-              term: str) -> nn.Module:
-    """The mmdet RoI head at ``path`` (single-stage heads only)."""
+def find_roi_head(model: nn.Module, path: str, role: str, term: str,
+                  mode: str, needs: str) -> nn.Module:
+    """The mmdet RoI head at ``path`` (an error naming the term otherwise).
+
+    Args:
+        needs: What the mode needs, ending the error message.
+    """
     head = dict(model.named_modules()).get(path)
     if head is None or not all(
             hasattr(head, a) for a in ('bbox_roi_extractor', 'bbox_head',
                                        '_bbox_forward')):
         raise ValueError(
-            f'distill term {term!r} (mode roi): the {role} layer '
-            f'{path!r} is not an mmdet RoI head with bbox_roi_extractor '
-            f'and bbox_head (two-stage detectors only)')
+            f'distill term {term!r} (mode {mode}): the {role} layer '
+            f'{path!r} is not an mmdet RoI head {needs}')
+    return head
+
+
+def _roi_head(model: nn.Module, path: str, role: str,
+              term: str) -> nn.Module:
+    """The mmdet RoI head at ``path`` (single-stage heads only)."""
+    head = find_roi_head(model, path, role, term, 'roi',
+                         'with bbox_roi_extractor and bbox_head (two-stage '
+                         'detectors only)')
     if isinstance(head.bbox_head, nn.ModuleList):
         raise ValueError(
             f'distill term {term!r} (mode roi): multi-stage RoI '
