@@ -13,7 +13,7 @@ import torch
 
 __all__ = [
     'gt_bboxes_of', 'batch_input_hw', 'check_samples', 'check_level_inputs',
-    'infer_stride'
+    'infer_stride', 'padded_gt_bboxes'
 ]
 
 
@@ -32,6 +32,46 @@ def gt_bboxes_of(sample, device: torch.device) -> torch.Tensor:
     if not isinstance(boxes, torch.Tensor):
         boxes = torch.as_tensor(boxes)
     return boxes.reshape(-1, 4).to(device=device, dtype=torch.float32)
+
+
+def padded_gt_bboxes(data_samples: Sequence, device: torch.device
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GT boxes of a whole batch as one padded tensor.
+
+    Lets a loss build its masks for every image and box with one set of
+    tensor operations (no Python loop over images or boxes in its math).
+
+    Args:
+        data_samples: One ``DetDataSample``-like object per image.
+        device: Device of the returned tensors.
+
+    Returns:
+        ``(boxes, valid, input_hw)``: boxes (N, M, 4) float32 xyxy with
+        ``M = max(1, most boxes of an image)``, padding rows zero;
+        valid (N, M) bool, True for real boxes; input_hw (N, 2) float32,
+        the (H_in, W_in) of the padded batch input each image's boxes
+        refer to.
+    """
+    raw = []
+    for sample in data_samples:  # gathering the inputs, no per-image math
+        b = sample.gt_instances.bboxes
+        b = getattr(b, 'tensor', b)  # mmdet BaseBoxes
+        raw.append(b if isinstance(b, torch.Tensor) else torch.as_tensor(b))
+    counts = [b.numel() // 4 for b in raw]
+    num_img, num = len(raw), max([1] + counts)
+    img_idx = [i for i, n in enumerate(counts) for _ in range(n)]
+    slot_idx = [j for n in counts for j in range(n)]
+    boxes = torch.zeros(num_img, num, 4, device=device)
+    valid = torch.zeros(num_img, num, device=device, dtype=torch.bool)
+    if img_idx:
+        flat = torch.cat([b for b, n in zip(raw, counts) if n]).reshape(-1, 4)
+        index = torch.tensor([img_idx, slot_idx], device=device)
+        boxes[index[0], index[1]] = flat.to(device=device,
+                                            dtype=torch.float32)
+        valid[index[0], index[1]] = True
+    input_hw = torch.tensor([batch_input_hw(s) for s in data_samples],
+                            device=device, dtype=torch.float32)
+    return boxes, valid, input_hw.reshape(-1, 2)
 
 
 def batch_input_hw(sample) -> Tuple[float, float]:
