@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 import visionkd  # noqa: F401
 from tools.common import load_config
+from visionkd.utils import trust_checkpoint
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,6 +90,11 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    # A run's own checkpoints (its work dir, the one it resumes) may hold
+    # its log state and need full unpickling; outside files never do.
+    trust_checkpoint(cfg.work_dir)
+    if args.resume not in (None, 'auto'):
+        trust_checkpoint(args.resume)
 
     add_rng_state_hook(cfg)
 

@@ -1,5 +1,12 @@
 """Utilities: checkpoint loading, model-spec resolution, config scope."""
-from .checkpoint import load_http_checkpoint, load_local_checkpoint
+from .checkpoint import (
+    UnsafeCheckpointError,
+    is_run_checkpoint,
+    load_http_checkpoint,
+    load_local_checkpoint,
+    torch_load_weights,
+    trust_checkpoint,
+)
 from .config_scope import config_root, register_config_scope, resolve_config
 from .model_spec import config_path, merge_cfg, resolve_model_cfg
 from .op_count import count_aten_calls
@@ -7,7 +14,8 @@ from .op_count import count_aten_calls
 __all__ = [
     'config_path', 'config_root', 'count_aten_calls', 'register_config_scope',
     'resolve_config',
-    'load_http_checkpoint', 'load_local_checkpoint',
+    'UnsafeCheckpointError', 'is_run_checkpoint', 'load_http_checkpoint',
+    'load_local_checkpoint', 'torch_load_weights', 'trust_checkpoint',
     'merge_cfg',
     'resolve_model_cfg'
 ]

@@ -6,13 +6,16 @@ import torch.nn as nn
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel, revert_sync_batchnorm
 from mmengine.registry import MODELS as ROOT_MODELS
-from mmengine.runner import load_checkpoint
 
 from visionkd.models.recorders import DistillRecords, ModelRecorders
 from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
+from .loss_compile import compile_term_losses
+from .teacher_loading import load_teacher_weights
+from .teacher_precision import TeacherPrecision
 from .terms import TermContext
+from .terms.base_term import to_float32
 
 __all__ = ['BaseDistiller']
 
@@ -43,7 +46,26 @@ class BaseDistiller(BaseModel):
             file) or ``dict(config=<ref>, **overrides)``.
         teacher: Teacher model, same forms as ``student``.
         teacher_ckpt: Local path or URL of the teacher weights. ``None`` only
-            for tests and smoke runs (a warning is logged).
+            for tests and smoke runs (a warning is logged). Loaded with
+            ``weights_only=True`` unless it is a run's own checkpoint (see
+            :mod:`visionkd.utils.checkpoint`).
+        teacher_ckpt_strict: Every teacher key must be in the checkpoint
+            with its shape and vice versa, else the build fails listing the
+            mismatch (a wrong checkpoint otherwise leaves teacher layers
+            random). False loads the matching tensors and logs a warning
+            with the counts. Defaults to True.
+        teacher_precision: ``None`` (the teacher runs in the caller's
+            context, e.g. the runner's autocast under ``--amp``), ``'fp32'``
+            (autocast off), ``'bf16'`` or ``'fp16'`` (the teacher's forward
+            under autocast in that dtype, its records cast back to float32
+            for the losses): a cheaper teacher, see docs/benchmarks.md for
+            the effect on recorded features.
+        teacher_channels_last: Run the teacher in channels-last memory
+            format (weights and input). Defaults to False.
+        compile_losses: ``True`` or a dict of ``torch.compile`` arguments
+            (e.g. ``dict(mode='max-autotune-no-cudagraphs')``) compiles
+            every distillation loss module; a loss that fails to compile
+            runs eagerly with a warning. Defaults to False.
         distill_terms: ``{name: term}``; each entry's ``mode`` (default
             ``'feature'``, see :class:`FeatureDistillTerm`) names its class
             in :data:`visionkd.registry.TERM_MODES`.
@@ -86,6 +108,10 @@ class BaseDistiller(BaseModel):
                  student: Union[str, dict],
                  teacher: Union[str, dict],
                  teacher_ckpt: Optional[str] = None,
+                 teacher_ckpt_strict: bool = True,
+                 teacher_precision: Optional[str] = None,
+                 teacher_channels_last: bool = False,
+                 compile_losses: Union[bool, dict] = False,
                  distill_terms: Optional[Dict[str, dict]] = None,
                  dry_run_input_size: Tuple[int, int] = (128, 128),
                  init_student: bool = False,
@@ -110,9 +136,16 @@ class BaseDistiller(BaseModel):
         # Not a child module on purpose (see class docstring).
         object.__setattr__(self, 'teacher', teacher_model)
         self.teacher_ckpt = teacher_ckpt
+        if not isinstance(teacher_ckpt_strict, bool):
+            raise TypeError('teacher_ckpt_strict must be True or False, got '
+                            f'{teacher_ckpt_strict!r}')
+        self.teacher_ckpt_strict = teacher_ckpt_strict
         self._teacher_loaded = False
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self.teacher_precision = TeacherPrecision(teacher_precision,
+                                                  teacher_channels_last)
+        self.teacher_precision.prepare(self.teacher)
         if teacher_ckpt is None:
             MMLogger.get_current_instance().warning(
                 'teacher_ckpt is None: the teacher keeps its initial weights')
@@ -127,6 +160,10 @@ class BaseDistiller(BaseModel):
             student=ModelRecorders(self.student, 'student'),
             teacher=ModelRecorders(self.teacher, 'teacher'))
         self.distill_terms = self._build_terms(distill_terms)
+        compiled = compile_term_losses(self.distill_terms, compile_losses)
+        if compiled:
+            MMLogger.get_current_instance().info(
+                f'compile_losses: {", ".join(compiled)}')
         # Load the teacher last so configuration errors come first. The
         # runner's init_weights() never reaches the teacher (not a child).
         self.load_teacher()
@@ -293,25 +330,8 @@ class BaseDistiller(BaseModel):
         """Load ``teacher_ckpt`` into the teacher (idempotent)."""
         if self.teacher_ckpt is None or self._teacher_loaded:
             return
-        path = self.teacher_ckpt
-        try:
-            ckpt = load_checkpoint(
-                self.teacher, path, map_location='cpu', strict=False,
-                logger='silent')
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f'teacher_ckpt {path!r} does not exist: give the path or URL '
-                f'of the teacher checkpoint') from e
-        except Exception as e:
-            raise ValueError(f'teacher_ckpt {path!r} could not be loaded as '
-                             f'a checkpoint: {e}; give the teacher\'s .pth '
-                             f'checkpoint (path or URL)') from e
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-        own = set(self.teacher.state_dict())
-        if not own.intersection(state):
-            raise ValueError(
-                f'teacher_ckpt {path!r} holds no weight of the teacher '
-                f'({type(self.teacher).__name__}); is it the right file?')
+        load_teacher_weights(self.teacher, self.teacher_ckpt,
+                             strict=self.teacher_ckpt_strict)
         self.teacher.eval()
         self._teacher_loaded = True
 
@@ -373,13 +393,17 @@ class BaseDistiller(BaseModel):
         """Forward the teacher, without grad, until every recorded layer
         has run."""
 
+        precision = self.teacher_precision
+
         def forward() -> None:
-            with torch.no_grad():
-                self._forward_for_records(
-                    self.teacher, self._teacher_inputs(inputs), data_samples,
-                    self.records.teacher.paths)
+            x = precision.inputs(self._teacher_inputs(inputs))
+            with torch.no_grad(), precision.context(inputs.device.type):
+                self._forward_for_records(self.teacher, x, data_samples,
+                                          self.records.teacher.paths)
 
         self.records.teacher.run_until_complete(forward)
+        if precision.casts_records:
+            self.records.teacher.map_records(to_float32)
 
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
