@@ -93,6 +93,11 @@ class ModelRecorders:
         """Keys that recorded nothing since the last :meth:`clear`."""
         return [k for k, r in self._recorders.items() if not r.data]
 
+    def map_records(self, fn: Callable[[object], object]) -> None:
+        """Replace everything recorded ``x`` by ``fn(x)`` (e.g. a cast)."""
+        for rec in self._recorders.values():
+            rec.data = [fn(x) for x in rec.data]
+
     def clear(self) -> None:
         """Forget everything recorded."""
         for rec in self._recorders.values():
