@@ -82,3 +82,21 @@ def test_cpu_peak_memory_counts_reused_memory():
     with PeakMemory(torch.device('cpu')) as idle:
         time.sleep(0.02)
     assert idle.peak < 5
+
+
+def test_scaling_sweeps_vary_one_quantity_and_write_outputs(tmp_path):
+    from tools.analysis_tools.benchmark_scaling import main
+    cfg = osp.join(REPO, 'tests', 'data', 'configs',
+                   'faster_rcnn_bccd_tiny_kd.py')
+    out = tmp_path / 'scaling'
+    main([cfg, '--batch-sizes', '1', '--boxes', '2', '5', '--base-size',
+          '64', '--iters', '1', '--warmup', '0', '--device', 'cpu',
+          '--out', str(out), '--cfg-options', 'model.check_finite=False'])
+    import json
+    data = json.loads((tmp_path / 'scaling.json').read_text())['results']
+    assert [r['num_boxes'] for r in data['boxes']] == [2, 5]
+    assert [r['batch_size'] for r in data['boxes']] == [2, 2]
+    assert data['batch'][0]['batch_size'] == 1
+    assert data['batch'][0]['num_boxes'] == 8
+    assert (tmp_path / 'scaling.png').stat().st_size > 1000
+    assert '| boxes | 2 | 64x64 | 5 |' in (tmp_path / 'scaling.md').read_text()

@@ -129,8 +129,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
-    """A synthetic batch of the model's task, preprocessed."""
+def make_batch(model, batch_size: int, size: Tuple[int, int],
+               num_boxes: int = 8) -> dict:
+    """A synthetic batch of the model's task, preprocessed (detection:
+    ``num_boxes`` GT boxes per image)."""
     h, w = size
     if isinstance(model, DetectionDistiller):
         from mmdet.testing import demo_mm_inputs
@@ -139,7 +141,7 @@ def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
         n_cls = getattr(n_cls, 'num_classes', None) or getattr(
             model.student.bbox_head, 'num_classes', 80)
         batch = demo_mm_inputs(batch_size, (3, h, w),
-                               num_items=[8] * batch_size,
+                               num_items=[num_boxes] * batch_size,
                                num_classes=n_cls)
     else:
         from mmengine.structures import PixelData
@@ -159,14 +161,15 @@ def make_batch(model, batch_size: int, size: Tuple[int, int]) -> dict:
 
 
 def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
-              iters: int, warmup: int, device: str) -> dict:
+              iters: int, warmup: int, device: str,
+              num_boxes: int = 8) -> dict:
     cfg.model.teacher_ckpt = None
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         model = MODELS.build(cfg.model).to(device)
     model.train()
     dev = torch.device(device)
-    data = make_batch(model, batch_size, size)
+    data = make_batch(model, batch_size, size, num_boxes)
     inputs, samples = data['inputs'], data['data_samples']
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
@@ -218,6 +221,7 @@ def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
         device=str(dev) if dev.type == 'cpu' else torch.cuda.get_device_name(),
         batch_size=batch_size,
         input_size=list(size),
+        num_boxes=num_boxes if isinstance(model, DetectionDistiller) else None,
         iters=iters,
         threads=torch.get_num_threads(),
         student_step_s=round(med['student_step'], 4),
@@ -238,6 +242,8 @@ def main() -> None:
     parser.add_argument('--input-size', type=int, nargs=2,
                         default=[320, 320], metavar=('H', 'W'))
     parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--num-boxes', type=int, default=8,
+                        help='detection: GT boxes per image')
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cuda' if
@@ -248,7 +254,7 @@ def main() -> None:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     result = benchmark(cfg, args.batch_size, tuple(args.input_size),
-                       args.iters, args.warmup, args.device)
+                       args.iters, args.warmup, args.device, args.num_boxes)
     result['config'] = args.config
     print(json.dumps(result, indent=2))
 
