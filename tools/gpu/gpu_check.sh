@@ -51,18 +51,40 @@ print(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
 PY
 
 cd "$REPO"
-[ "${SKIP_BENCH:-0}" = 1 ] || for spec in "configs/kd/faster_rcnn_r101_to_r18.py 800 1344 2" \
-            "configs/kd/faster_rcnn_r101_to_r18.py 320 320 2" \
-            "configs/kd/pspnet_r101_to_r18_cityscapes.py 512 1024 2"; do
+# Overhead rows: "config H W batch [cfg-options...]" (teacher_precision rows
+# beside their fp32 rows; the bf16 target compares them).
+[ "${SKIP_BENCH:-0}" = 1 ] || while read -r spec; do
+  [ -n "$spec" ] || continue
   set -- $spec
+  cfg=$1 h=$2 w=$3 bs=$4; shift 4
+  opts=()
+  [ $# -gt 0 ] && opts=(--cfg-options "$@")
   log "overhead benchmark $spec"
-  python3 tools/analysis_tools/benchmark_overhead.py "$1" --input-size "$2" "$3" \
-    --batch-size "$4" --iters 10 --warmup 3 --device cuda \
+  python3 tools/analysis_tools/benchmark_overhead.py "$cfg" --input-size "$h" "$w" \
+    --batch-size "$bs" --iters 10 --warmup 3 --device cuda "${opts[@]}" \
     > "$WORK/bench.json" 2>> "$OUT/bench.log" || tail -20 "$OUT/bench.log"
   # stdout holds mmengine log lines before the JSON object: keep the JSON.
   python3 -c "import json,sys; t=open(sys.argv[1]).read(); d=json.loads(t[t.index('{'):]); d['config']=sys.argv[2]; print(json.dumps(d))" \
     "$WORK/bench.json" "$spec" | tee -a "$OUT/bench.jsonl" || true
-done
+done <<'ROWS'
+configs/kd/faster_rcnn_r101_to_r18.py 800 1344 2
+configs/kd/faster_rcnn_r101_to_r18.py 800 1344 2 model.teacher_precision=bf16
+configs/kd/faster_rcnn_r101_to_r18.py 320 320 2
+configs/kd/pspnet_r101_to_r18_cityscapes.py 512 1024 2
+configs/kd/pspnet_r101_to_r18_cityscapes.py 512 1024 2 model.teacher_precision=bf16
+configs/rtmdet/rtmdet_s_to_tiny_300e_coco_cwd.py 640 640 2
+ROWS
+
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  log "loss benchmark (ATen calls are device-independent; GPU times)"
+  python3 tools/analysis_tools/benchmark_losses.py --markdown \
+    > "$OUT/benchmark_losses.md" 2>> "$OUT/bench.log" || true
+  log "scaling sweeps (FGD, Faster R-CNN R101 -> R18)"
+  python3 tools/analysis_tools/benchmark_scaling.py \
+    configs/kd/faster_rcnn_r101_to_r18.py --batch-sizes 1 2 4 8 \
+    --input-sizes 320 640 800 --boxes 2 10 50 --iters 5 --warmup 2 \
+    --device cuda --out "$OUT/scaling_gpu" >> "$OUT/bench.log" 2>&1 || true
+fi
 
 if [ -n "${EXTRA_CMD:-}" ]; then
   # e.g. EXTRA_CMD='python3 tools/run_experiments.py ...' (runs in the repo
