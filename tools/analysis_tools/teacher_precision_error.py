@@ -87,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('--checkpoint', help='teacher checkpoint (default: '
-                        'the config\'s teacher_ckpt, else random weights)')
+                        'the config\'s teacher_ckpt; "none": random '
+                        'weights)')
     parser.add_argument('--data-config', help='take train_dataloader from '
                         'this config instead')
     parser.add_argument('--batches', type=int, default=4)
@@ -101,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     ckpt = args.checkpoint or cfg.model.get('teacher_ckpt')
+    if ckpt is not None and ckpt.lower() == 'none':
+        ckpt = None
     worst = measure(cfg, ckpt, args.batches, args.precisions)
     print(json.dumps(dict(config=args.config, checkpoint=ckpt,
                           batches=args.batches, errors=worst), indent=1))
