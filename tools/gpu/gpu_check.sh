@@ -76,7 +76,7 @@ configs/rtmdet/rtmdet_s_to_tiny_300e_coco_cwd.py 640 640 2
 ROWS
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  log "loss benchmark (ATen calls are device-independent; GPU times)"
+  log "loss benchmark (on this machine's CPU: ATen calls are device-independent)"
   python3 tools/analysis_tools/benchmark_losses.py --markdown \
     > "$OUT/benchmark_losses.md" 2>> "$OUT/bench.log" || true
   log "scaling sweeps (FGD, Faster R-CNN R101 -> R18)"
