@@ -1,19 +1,74 @@
 """Fine-grained Feature Imitation (FGFI) for detectors."""
-from typing import List, Optional, Sequence
+import functools
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
 from .det_gt_utils import (
     batch_input_hw,
     check_level_inputs,
-    gt_bboxes_of,
     infer_stride,
+    padded_gt_bboxes,
 )
 
 __all__ = ['FGFILoss']
+
+
+_SIGN4 = (-1.0, -1.0, 1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _const(value, dtype: torch.dtype, device) -> torch.Tensor:
+    """A cached constant tensor (no grad), saving per-call ATen calls."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _base_anchors(scales: Tuple[float, ...], ratios: Tuple[float, ...],
+                  center_offset: float, base_size: float,
+                  device) -> torch.Tensor:
+    """The (A, 4) anchors of location (0, 0), mmdet order (cached)."""
+    scales = torch.tensor(scales, device=device)
+    ratios = torch.tensor(ratios, device=device)
+    h_ratios = ratios.sqrt()
+    w_ratios = 1 / h_ratios
+    ws = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
+    hs = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
+    c = center_offset * base_size
+    return torch.stack(
+        [c - 0.5 * ws, c - 0.5 * hs, c + 0.5 * ws, c + 0.5 * hs], dim=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _anchor_intervals(H: int, W: int, stride: float, base_size: float,
+                      scales: Tuple[float, ...], ratios: Tuple[float, ...],
+                      center_offset: float, device
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Separable anchor geometry of an H x W grid (cached, no grad).
+
+    Returns:
+        ``(ax, ay, area_a)``: the signed column intervals
+        ``[-x1, x2]`` of shape (1, 1, A, 1, 2, 1, W), the signed row
+        intervals ``[-y1, y2]`` of shape (1, 1, A, 1, 2, H, 1) and the
+        anchor areas (1, 1, A, 1, 1, 1), float32.
+    """
+    anchors = _base_anchors(scales, ratios, center_offset, base_size,
+                            device)  # (A, 4)
+    A = anchors.shape[0]
+    shift_x = torch.arange(W, device=device, dtype=torch.float32) * stride
+    shift_y = torch.arange(H, device=device, dtype=torch.float32) * stride
+    ax = torch.stack([-(shift_x + anchors[:, 0:1]),
+                      shift_x + anchors[:, 2:3]], dim=1)  # (A, 2, W)
+    ay = torch.stack([-(shift_y + anchors[:, 1:2]),
+                      shift_y + anchors[:, 3:4]], dim=1)  # (A, 2, H)
+    area_a = ((anchors[:, 2] - anchors[:, 0]) *
+              (anchors[:, 3] - anchors[:, 1]))
+    return (ax.view(1, 1, A, 1, 2, 1, W), ay.view(1, 1, A, 1, 2, H, 1),
+            area_a.view(1, 1, A, 1, 1, 1))
 
 
 @MODELS.register_module()
@@ -67,7 +122,13 @@ class FGFILoss(nn.Module):
     hold it under this loss. Anchors and boxes are compared in float32
     (the GT's precision); the loss computes in the dtype of its inputs and,
     like any module with parameters, is converted with them
-    (``loss.double()``).
+    (``loss.double()``). The mask is built for the whole batch by tensor
+    operations, with no loop over images or boxes (the number of ATen calls
+    does not grow with either; the (N, A, M, H, W) float32 overlaps are its
+    largest tensor); the anchor geometry, pure geometry without grad,
+    is cached per (H, W, stride, device). The loss is then
+    ``sum(w * (adapt(S) - T)^2)`` with ``w = loss_weight / (2 * N_p)`` on
+    the mask and 0 elsewhere.
 
     Args:
         student_channels: Channels of the student feature (filled in by the
@@ -142,15 +203,9 @@ class FGFILoss(nn.Module):
     def base_anchors(self, base_size: float,
                      device: torch.device) -> torch.Tensor:
         """The (A, 4) anchors of location (0, 0), mmdet order."""
-        scales = torch.tensor(self.scales, device=device)
-        ratios = torch.tensor(self.ratios, device=device)
-        h_ratios = ratios.sqrt()
-        w_ratios = 1 / h_ratios
-        ws = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
-        hs = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
-        c = self.center_offset * base_size
-        return torch.stack(
-            [c - 0.5 * ws, c - 0.5 * hs, c + 0.5 * ws, c + 0.5 * hs], dim=-1)
+        return _base_anchors(tuple(self.scales), tuple(self.ratios),
+                             self.center_offset, float(base_size),
+                             device).clone()
 
     def grid_anchors(self, H: int, W: int, stride: float,
                      device: torch.device) -> torch.Tensor:
@@ -169,54 +224,67 @@ class FGFILoss(nn.Module):
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Imitation mask, shape (N, 1, H, W), ``dtype`` in {0, 1}.
 
-        Computed without materialising the IoU matrix. On the anchor grid
-        the overlap of anchor shape ``a`` at (y, x) with box ``b`` is
-        ``ih[a, b, y] * iw[a, b, x]`` (intersection heights of the anchor
-        rows times widths of the anchor columns), and IoU
-        ``o / (area_a + area_b - o)`` increases with ``o``. Hence the max
-        IoU of a box is reached at ``max_y ih * max_x iw``, and
-        ``IoU > thr`` is ``o > thr * (area_a + area_b) / (1 + thr)``: one
-        product and one comparison over (A, n, H, W) per image. This is
-        the official rule (mmdet IoU without ``+1``), up to float rounding
-        exactly at the threshold.
+        Built for all images and boxes at once from
+        :func:`padded_gt_bboxes` (boxes (N, M, 4)), without materialising
+        the IoU matrix. On the anchor grid the overlap of anchor shape
+        ``a`` at (y, x) with box ``b`` is ``ih[a, b, y] * iw[a, b, x]``
+        (intersection heights of the anchor rows times widths of the
+        anchor columns), and IoU ``o / (area_a + area_b - o)`` increases
+        with ``o``. Hence the max IoU of a box is reached at
+        ``max_y ih * max_x iw``, and ``IoU > thr`` is
+        ``o > thr * (area_a + area_b) / (1 + thr)``: one product and one
+        comparison over (N, A, M, H, W). This is the official rule (mmdet
+        IoU without ``+1``), up to float rounding exactly at the
+        threshold. A padding row (a zero box) overlaps no anchor, so its
+        threshold is 0 and its strict comparison ``0 > 0`` marks nothing;
+        an image without GT gets an empty mask.
 
         Args:
             data_samples: One ``DetDataSample``-like object per image.
-            N, H, W: Batch size and feature map size.
+            N, H, W: Batch size and feature map size (``N`` must be
+                ``len(data_samples)``).
             device: Device of the mask.
-            dtype: Dtype of the mask (that of the features).
+            dtype: Dtype of the mask (that of the features); ``torch.bool``
+                returns the boolean mask.
         """
-        mask = torch.zeros(N, H, W, dtype=torch.bool, device=device)
+        boxes, _, _ = padded_gt_bboxes(data_samples, device)
+        if boxes.shape[0] != N:
+            raise ValueError(f'FGFILoss: {len(data_samples)} data samples '
+                             f'for a batch of {N}')
         if self.stride is None:
             stride = infer_stride(batch_input_hw(data_samples[0]), (H, W))
         else:
             stride = self.stride
+        mask = self._imitation_mask(boxes, H, W, stride)
+        return mask if dtype == torch.bool else mask.to(dtype)
+
+    def _imitation_mask(self, boxes: torch.Tensor, H: int, W: int,
+                        stride: float) -> torch.Tensor:
+        """Boolean (N, 1, H, W) mask of (N, M, 4) padded pixel boxes."""
         base = self.base_size if self.base_size is not None else stride
-        anchors = self.base_anchors(float(base), device)  # (A, 4)
-        area_a = ((anchors[:, 2] - anchors[:, 0]) *
-                  (anchors[:, 3] - anchors[:, 1]))[:, None]  # (A, 1)
-        shift_x = torch.arange(W, device=device, dtype=torch.float32) * stride
-        shift_y = torch.arange(H, device=device, dtype=torch.float32) * stride
-        ax1 = (shift_x + anchors[:, 0:1])[:, None]  # (A, 1, W)
-        ax2 = (shift_x + anchors[:, 2:3])[:, None]
-        ay1 = (shift_y + anchors[:, 1:2])[:, None]  # (A, 1, H)
-        ay2 = (shift_y + anchors[:, 3:4])[:, None]
-        for i, sample in enumerate(data_samples):
-            boxes = gt_bboxes_of(sample, device)
-            if boxes.numel() == 0:
-                continue
-            bx1, by1, bx2, by2 = (boxes[:, k, None] for k in range(4))
-            iw = (torch.min(ax2, bx2) - torch.max(ax1, bx1)).clamp(min=0)
-            ih = (torch.min(ay2, by2) - torch.max(ay1, by1)).clamp(min=0)
-            area_b = ((bx2 - bx1) * (by2 - by1)).reshape(1, -1)  # (1, n)
-            o_max = ih.amax(dim=2) * iw.amax(dim=2)  # (A, n)
-            iou_max = o_max / (area_a + area_b - o_max).clamp(min=1e-6)
-            thr = self.thr_factor * iou_max.amax(dim=0)  # (n, )
-            min_overlap = thr * (area_a + area_b) / (1 + thr)  # (A, n)
-            overlap = ih[..., :, None] * iw[..., None, :]  # (A, n, H, W)
-            hit = overlap > min_overlap[..., None, None]
-            mask[i] = hit.flatten(0, 1).any(dim=0)
-        return mask[:, None].to(dtype)
+        ax, ay, area_a = _anchor_intervals(
+            H, W, float(stride), float(base), tuple(self.scales),
+            tuple(self.ratios), self.center_offset, boxes.device)
+        N, M = boxes.shape[:2]
+        # Boxes as signed intervals [-lo, hi]: min(-lo_a, -lo_b) +
+        # min(hi_a, hi_b) is the overlap length, bit-exactly
+        # min(hi_a, hi_b) - max(lo_a, lo_b). Dims (N, 1, A-slot, M,
+        # lo|hi, x|y, H-slot, W-slot).
+        signed = (boxes * _const(_SIGN4, boxes.dtype, boxes.device)).view(
+            N, 1, 1, M, 2, 2, 1, 1)
+        iw = torch.minimum(ax, signed[:, :, :, :, :, 0]).sum(4).clamp_min(0)
+        ih = torch.minimum(ay, signed[:, :, :, :, :, 1]).sum(4).clamp_min(0)
+        # iw (N, 1, A, M, 1, W), ih (N, 1, A, M, H, 1).
+        o_max = ih.amax(4, keepdim=True) * iw.amax(5, keepdim=True)
+        area_b = signed.sum(4).prod(4)  # (N, 1, 1, M, 1, 1)
+        area_sum = area_a + area_b  # (N, 1, A, M, 1, 1)
+        iou_max = o_max / (area_sum - o_max).clamp_min(1e-6)
+        thr = iou_max.amax(2, keepdim=True) * _const(
+            self.thr_factor, boxes.dtype, boxes.device)
+        min_overlap = thr * area_sum / (
+            thr + _const(1.0, boxes.dtype, boxes.device))
+        hit = ih * iw > min_overlap  # (N, 1, A, M, H, W)
+        return hit.any(dim=(2, 3))
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor,
                 data_samples: List) -> torch.Tensor:
@@ -236,8 +304,18 @@ class FGFILoss(nn.Module):
         N, _, H, W = preds_T.shape
         if self.adapter is not None:
             preds_S = self.adapter(preds_S)
-        diff = (preds_S - preds_T).pow(2)
-        mask = self.get_mask(data_samples, N, H, W, diff.device, diff.dtype)
-        norms = (mask.sum() * 2).clamp(min=1.0)
-        return self.loss_weight * (diff * mask).sum() / norms
-
+        diff = F.mse_loss(preds_S, preds_T, reduction='none')
+        mask = self.get_mask(data_samples, N, H, W, diff.device, torch.bool)
+        # loss_weight / (2 N_p) on the masked locations, 0 elsewhere, in
+        # the dtype of the squared difference (float32 under autocast) and
+        # counted in at least float32; the quotient, infinite if N_p = 0,
+        # is then never selected.
+        dtype, device = diff.dtype, diff.device
+        cdt = dtype if dtype in (torch.float32, torch.float64) else (
+            torch.float32)
+        coef = _const(self.loss_weight / 2, cdt, device) / (
+            mask.count_nonzero())
+        weight = torch.where(mask, coef, _const(0.0, cdt, device))
+        if cdt != dtype:
+            weight = weight.to(dtype)
+        return (diff * weight).sum()
