@@ -59,16 +59,16 @@ def padded_gt_bboxes(data_samples: Sequence, device: torch.device
         raw.append(b if isinstance(b, torch.Tensor) else torch.as_tensor(b))
     counts = [b.numel() // 4 for b in raw]
     num_img, num = len(raw), max([1] + counts)
-    img_idx = [i for i, n in enumerate(counts) for _ in range(n)]
-    slot_idx = [j for n in counts for j in range(n)]
-    boxes = torch.zeros(num_img, num, 4, device=device)
-    valid = torch.zeros(num_img, num, device=device, dtype=torch.bool)
-    if img_idx:
-        flat = torch.cat([b for b, n in zip(raw, counts) if n]).reshape(-1, 4)
-        index = torch.tensor([img_idx, slot_idx], device=device)
-        boxes[index[0], index[1]] = flat.to(device=device,
-                                            dtype=torch.float32)
-        valid[index[0], index[1]] = True
+    boxes = torch.zeros(num_img * num, 4, device=device)
+    present = [b for b, n in zip(raw, counts) if n]
+    if present:
+        rows = [i * num + j for i, n in enumerate(counts) for j in range(n)]
+        flat = torch.cat(present).reshape(-1, 4)
+        boxes[torch.tensor(rows, device=device)] = flat.to(
+            device=device, dtype=torch.float32)
+    boxes = boxes.reshape(num_img, num, 4)
+    valid = torch.arange(num, device=device) < torch.tensor(
+        counts, device=device)[:, None]
     input_hw = torch.tensor([batch_input_hw(s) for s in data_samples],
                             device=device, dtype=torch.float32)
     return boxes, valid, input_hw.reshape(-1, 2)
