@@ -112,9 +112,11 @@ def official_align(s, t):
     return out.reshape(c, n, h, w).permute(1, 0, 2, 3)
 
 
-def pre_activation(conv_module, x):
-    """ConvModule conv + GN without its ReLU."""
-    return conv_module.gn(conv_module.conv(x))
+def held(conv_module, x):
+    """What the official code holds after a head conv: the ConvModule's
+    output *with* its ReLU (the official code keeps the tensor before
+    calling the activation, which is in place, so it is activated too)."""
+    return conv_module(x)
 
 
 def direct_crossed(model, x_S, x_T):
@@ -126,8 +128,8 @@ def direct_crossed(model, x_S, x_T):
         for branch in ('cls_convs', 'reg_convs'):
             s_convs, t_convs = getattr(s_head, branch), getattr(t_head,
                                                                 branch)
-            held_t = pre_activation(t_convs[0], xt)
-            f = F.relu(official_align(pre_activation(s_convs[0], xs),
+            held_t = held(t_convs[0], xt)
+            f = F.relu(official_align(held(s_convs[0], xs),
                                       held_t))
             feats.append(t_convs[1](f))
         out.append((t_head.gfl_cls(feats[0]),
@@ -308,12 +310,6 @@ def test_cross_head_losses_fp32_under_bf16(model, det_batch):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
-def pre_act(conv_module, x):
-    """ConvModule without its activation (conv, then norm if any)."""
-    out = conv_module.conv(x)
-    return conv_module.norm(out) if conv_module.with_norm else out
-
-
 def direct_predictions(family, t_head, lvl, feats):
     if family == 'atss':
         return (t_head.atss_cls(feats[0]),
@@ -364,8 +360,8 @@ def test_anchor_heads_match_a_direct_computation(family, det_batch):
             for branch in ('cls_convs', 'reg_convs'):
                 s_convs = getattr(s_head, branch)
                 t_convs = getattr(t_head, branch)
-                f = official_align(pre_act(s_convs[0], x_S[lvl]),
-                                   pre_act(t_convs[0], x_T[lvl]))
+                f = official_align(held(s_convs[0], x_S[lvl]),
+                                   held(t_convs[0], x_T[lvl]))
                 feats.append(t_convs[1](F.relu(f)))
             pred_X = direct_predictions(family, t_head, lvl, feats)
             cls_x, cls_t = flat(pred_X[0], 3), flat(preds_T[0][lvl], 3)
@@ -471,8 +467,8 @@ def test_fcos_matches_a_direct_computation(head, det_batch):
             for branch in ('cls_convs', 'reg_convs'):
                 s_convs = getattr(s_head, branch)
                 t_convs = getattr(t_head, branch)
-                f = official_align(pre_act(s_convs[0], x_S[lvl]),
-                                   pre_act(t_convs[0], x_T[lvl]))
+                f = official_align(held(s_convs[0], x_S[lvl]),
+                                   held(t_convs[0], x_T[lvl]))
                 feats.append(t_convs[1](F.relu(f)))
             cls_x, box_x = direct_fcos_predictions(t_head, lvl, feats)
             cls_x, cls_t = flat(cls_x, 3), flat(preds_T[0][lvl], 3)

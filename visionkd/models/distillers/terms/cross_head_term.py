@@ -153,9 +153,10 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     type='mmdet.IoULoss', loss_weight=0.75)``.)
     Per FPN level and branch (classification and regression), the
     student's head feature after its conv ``reused_teacher_head_idx``
-    (``i``, before that conv's activation; the FPN feature for ``i=0``) is
+    (``i``; the output of that ``ConvModule``, after its norm and ReLU, as
+    the official code holds it; the FPN feature for ``i=0``) is
     standardised per channel over (N, H, W) and given the mean and std of
-    the teacher's feature at the same place, activated (ReLU, for
+    the teacher's feature at the same place, activated again (ReLU, for
     ``i > 0``), then run through the teacher head's convs ``i..`` and its
     predictors (GFL: ``gfl_cls``, ``scales[l](gfl_reg)``; ATSS: also
     ``atss_centerness``; RetinaNet: ``retina_cls``, ``retina_reg``; FCOS:
@@ -200,7 +201,13 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     a single image is aligned with a biased std (the official code divides
     by them as they are, or gives NaN); a level without positives gives a
     zero centerness loss that keeps the graph; FCOS without positives
-    divides by 1 (the official code by 1e-6).
+    divides by 1 (the official code by 1e-6); the KD losses divide by
+    ``avg_factor`` itself (the official ``KDQualityFocalLoss`` and
+    ``KnowledgeDistillationKLDivLoss`` by ``avg_factor`` + float32 eps, a
+    relative 1e-9 to 3e-8). ``tools/analysis_tools/
+    compare_official_crosskd.py`` runs the official detectors next to this
+    term (see configs/crosskd/README.md, "Equality with the official
+    code").
 
     Args:
         name: Term name.
@@ -269,28 +276,34 @@ class CrossHeadDistillTerm(BaseDistillTerm):
     # ------------------------------------------------------------------
     def held_features(self, head: nn.Module,
                       x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``head``'s (cls, reg) features after conv ``idx``, before its
-        activation (``x`` itself for ``idx=0``)."""
+        """``head``'s (cls, reg) outputs of its first ``idx`` convs, each
+        with its norm and activation (``x`` itself for ``idx=0``).
+
+        The official code holds these too: it keeps the tensor before
+        calling the conv's activation, which mmcv's ``ConvModule`` (ReLU,
+        ``inplace=True``) then applies in place.
+        """
         feats = []
         for convs in (head.cls_convs, head.reg_convs):
             feat = x
             for i in range(self.idx):
-                feat = convs[i](feat, activate=i + 1 < self.idx)
+                feat = convs[i](feat)
             feats.append(feat)
         return feats[0], feats[1]
 
     def predict(self, lvl: int, cls_feat: torch.Tensor,
                 reg_feat: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The teacher head's predictors on level ``lvl``'s features."""
+        """The teacher head's predictors on level ``lvl``'s features (GFL,
+        ATSS, FCOS box predictions in float32, as their forward)."""
         head = self.teacher_head
         if self.family == 'gfl':
             return head.gfl_cls(cls_feat), head.scales[lvl](
-                head.gfl_reg(reg_feat))
+                head.gfl_reg(reg_feat)).float()
         if self.family == 'fcos':
             return _fcos_predict(head, lvl, cls_feat, reg_feat)
         if self.family == 'atss':
             return (head.atss_cls(cls_feat),
-                    head.scales[lvl](head.atss_reg(reg_feat)),
+                    head.scales[lvl](head.atss_reg(reg_feat)).float(),
                     head.atss_centerness(reg_feat))
         return head.retina_cls(cls_feat), head.retina_reg(reg_feat)
 
