@@ -1,5 +1,5 @@
 """Mini-batch pixel-to-pixel part of Cross-Image Relational KD (CIRKD)."""
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,25 @@ class CIRKDMiniBatchLoss(nn.Module):
     by up to world_size^2. Outside distributed training the local batch is
     used either way.
 
+    Operator count: the ordered pairs are evaluated in chunks, one batched
+    matmul per map and chunk giving the similarities of all its pairs. A
+    chunk holds as many pairs as ``max_block_elements`` (2**26 similarity
+    entries) allows, and at least B: with ``B * B * (H*W)^2 <= 2**26``
+    (e.g. B = 8 with 32 x 32 maps) all pairs are one chunk and the number
+    of operator calls does not depend on B. Beyond, there are ``ceil(B^2 /
+    max(B, 2**26 // (H*W)^2))`` chunks, each adding the calls of one chunk
+    (about 105 for forward + backward); at real sizes (64 x 128 maps,
+    (H*W)^2 = 2**26) that is B chunks, as the old per-image loop: all
+    pairs at once would hold B^2 * 2**26 entries per map, 17 GB in float32
+    for B = 8 (and autograd keeps 2 such maps for the backward pass in any
+    case). Under ``gather`` the pairs that need autograd (touching a local
+    image) and the others are chunked separately. The pairs are taken
+    image-major in every case, so when they fit one chunk a process sums
+    the gradient of each local image over the same pairs in the same order
+    as a single process with the global batch (bit-identical gradients). A
+    chunk of M pairs also copies the images of its pairs, M * H*W * 2 *
+    (C_s + C_t) entries.
+
     Only (H*W x H*W) similarities are compared, so student and teacher may
     have different channel counts. Spatial sizes must be equal; add
     ``connector=dict(type='ResizeConnector')`` to the distillation term
@@ -64,6 +83,14 @@ class CIRKDMiniBatchLoss(nn.Module):
     #: Channels may differ: only pixel-pixel similarities are compared.
     allow_channel_mismatch = True
 
+    #: Most similarity entries (image pairs x H*W x H*W) of one chunk of
+    #: pairs, unless one image's B pairs alone are more (a chunk holds at
+    #: least B pairs, what the per-image loop used to evaluate at once).
+    #: 2**26 entries are 256 MB per map in float32 (about 5 such maps are
+    #: alive while a chunk is evaluated; 2 per entry are kept for the
+    #: backward pass whatever the chunking).
+    max_block_elements = 2**26
+
     def __init__(self,
                  temperature: float = 0.1,
                  loss_weight: float = 1.0,
@@ -77,38 +104,78 @@ class CIRKDMiniBatchLoss(nn.Module):
         self.gather = bool(gather)
 
     def _gather(self, feat_S: torch.Tensor, feat_T: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Global batch and the mask of its local images.
+                ) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Global batch and the range of its local images.
 
         Returns:
-            Student (B, C_s, P), teacher (B, C_t, P), local mask (B,).
+            Student (B, C_s, P), teacher (B, C_t, P), first local image,
+            world size.
         """
         rank, world_size = get_dist_info()
-        b = feat_S.shape[0]
         if not self.gather or world_size <= 1:
-            local = torch.ones(b, dtype=torch.bool)
-            return feat_S, feat_T, local
+            return feat_S, feat_T, 0, 1
         parts_S = list(all_gather(feat_S.detach()))
         parts_S[rank] = feat_S
         parts_T = all_gather(feat_T)
-        local = torch.zeros(b * world_size, dtype=torch.bool)
-        local[rank * b:(rank + 1) * b] = True
-        return torch.cat(parts_S), torch.cat(parts_T), local
+        start = rank * feat_S.shape[0]
+        return torch.cat(parts_S), torch.cat(parts_T), start, world_size
 
-    def _pair_kl(self, s_i: torch.Tensor, S: torch.Tensor,
-                 t_i: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-        """Sum over pairs (i, j) of the batchmean KL, for j over S/T.
+    @staticmethod
+    def _pairs(batch: int, start: int,
+               stop: int) -> Tuple[List[Tuple[int, int]], list]:
+        """Ordered pairs (i, j), i-major, that need autograd and the rest.
+
+        Pairs touching a local image (``start <= i < stop``) need autograd,
+        pairs of two remote images do not.
+        """
+        grad, rest = [], []
+        for i in range(batch):
+            for j in range(batch):
+                local = start <= i < stop or start <= j < stop
+                (grad if local else rest).append((i, j))
+        return grad, rest
+
+    def _chunk_kl(self, feat_S: torch.Tensor, feat_T: torch.Tensor,
+                  pairs: List[Tuple[int, int]]) -> torch.Tensor:
+        """Sum over ``pairs`` of their batchmean KL.
+
+        One batched matmul per map gives the similarities of all pairs,
+        ``sim[m, p, q] = f_i[p] . f_j[q] / temperature`` for pair ``m =
+        (i, j)``; the softmax runs over ``q`` (the pixels of image j), as
+        officially.
 
         Args:
-            s_i, t_i: Image i, shapes (C_s, P), (C_t, P).
-            S, T: Images j, shapes (J, C_s, P), (J, C_t, P).
+            feat_S, feat_T: Global batch, pixels first: (B, P, C_s),
+                (B, P, C_t).
+            pairs: Image pairs (i, j).
         """
-        sim_S = torch.einsum('cp,jcq->jpq', s_i, S) / self.temperature
-        sim_T = torch.einsum('cp,jcq->jpq', t_i, T) / self.temperature
-        log_p_S = F.log_softmax(sim_S, dim=-1)
-        log_p_T = F.log_softmax(sim_T, dim=-1)
+        index = torch.tensor(pairs, device=feat_S.device)
+        i, j = index[:, 0], index[:, 1]
+        sim_S = torch.bmm(feat_S[i], feat_S[j].transpose(1, 2))
+        sim_T = torch.bmm(feat_T[i], feat_T[j].transpose(1, 2))
+        log_p_S = F.log_softmax(sim_S / self.temperature, dim=-1)
+        log_p_T = F.log_softmax(sim_T / self.temperature, dim=-1)
         kl = (log_p_T.exp() * (log_p_T - log_p_S)).sum()
-        return kl / s_i.shape[-1]
+        return kl / feat_S.shape[1]
+
+    def _pair_sum(self, feat_S: torch.Tensor, feat_T: torch.Tensor,
+                  start: int, stop: int) -> torch.Tensor:
+        """Sum of the batchmean KL of all B * B ordered pairs.
+
+        Args:
+            feat_S, feat_T: Global batch, pixels first: (B, P, C_s),
+                (B, P, C_t).
+            start, stop: Range of the local images.
+        """
+        B, P = feat_S.shape[:2]
+        step = max(B, self.max_block_elements // (P * P))
+        loss = feat_S.new_zeros(())
+        for pairs, grad in zip(self._pairs(B, start, stop), (True, False)):
+            for k in range(0, len(pairs), step):
+                with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                    term = self._chunk_kl(feat_S, feat_T, pairs[k:k + step])
+                loss = loss + term
+        return loss
 
     def forward(self, preds_S: torch.Tensor,
                 preds_T: torch.Tensor) -> torch.Tensor:
@@ -122,24 +189,14 @@ class CIRKDMiniBatchLoss(nn.Module):
             Scalar loss.
         """
         check_same_size(preds_S, preds_T, 'CIRKDMiniBatchLoss')
+        local = preds_S.shape[0]
         feat_S = F.normalize(preds_S, p=2, dim=1).flatten(2)
         feat_T = F.normalize(preds_T, p=2, dim=1).flatten(2)
-        feat_S, feat_T, local = self._gather(feat_S, feat_T)
+        feat_S, feat_T, start, world_size = self._gather(feat_S, feat_T)
         B = feat_S.shape[0]
-        loss = feat_S.new_zeros(())
-        for i in range(B):
-            # Pairs touching a local image need autograd, the rest do not.
-            with_grad = local | bool(local[i])
-            for mask, grad in ((with_grad, True), (~with_grad, False)):
-                if not mask.any():
-                    continue
-                idx = mask.nonzero(as_tuple=True)[0].to(feat_S.device)
-                with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-                    term = self._pair_kl(
-                        feat_S[i], feat_S[idx], feat_T[i], feat_T[idx])
-                loss = loss + term
-        loss = loss / (B * B)
-        world_size = int(local.numel() // max(int(local.sum()), 1))
+        loss = self._pair_sum(feat_S.transpose(1, 2).contiguous(),
+                              feat_T.transpose(1, 2).contiguous(), start,
+                              start + local) / (B * B)
         if world_size > 1:
             # Every process computes the same global loss but back-props
             # only into its local images; DDP then averages the gradients

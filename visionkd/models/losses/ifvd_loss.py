@@ -34,6 +34,9 @@ class IFVDLoss(nn.Module):
     code does (there such a pixel's "prototype" is the pixel itself, so both
     maps are 1 and the difference vanishes). An all-ignore batch gives 0.
     The gradient also flows through the student prototypes, as officially.
+    The prototypes of all images and classes come from one ``scatter_add``
+    and the label maps are resized together, so the number of operator
+    calls depends neither on the batch size nor on the classes present.
 
     Only (N, H, W) similarity maps are compared, so student and teacher may
     have different channel counts. Spatial sizes must be equal; add

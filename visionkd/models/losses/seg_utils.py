@@ -35,14 +35,40 @@ def check_same_size(preds_S: torch.Tensor, preds_T: torch.Tensor,
             f'distillation term')
 
 
+def _label_data(index: int, sample) -> torch.Tensor:
+    """Label map of one data sample, (1, H, W) or (H, W), unconverted."""
+    gt = getattr(sample, 'gt_sem_seg', None)
+    data = getattr(gt, 'data', None)
+    if data is None:
+        raise ValueError(f'data sample {index} has no gt_sem_seg.data')
+    if not isinstance(data, torch.Tensor):
+        data = torch.as_tensor(data)
+    if not (data.dim() == 2 or (data.dim() == 3 and data.shape[0] == 1)):
+        raise ValueError(f'gt_sem_seg.data of sample {index} must have '
+                         f'shape (1, H, W), got {tuple(data.shape)}')
+    return data
+
+
+def _resize_nearest(labels: torch.Tensor,
+                    size: Sequence[int]) -> torch.Tensor:
+    """(N, H, W) labels resized (legacy nearest) to (N, h, w), long."""
+    out = F.interpolate(labels[:, None].float(), size=tuple(size),
+                        mode='nearest')
+    return out[:, 0].long()
+
+
 def stack_seg_labels(data_samples: Optional[Sequence],
                      size: Sequence[int],
                      device: Optional[torch.device] = None,
                      batch_size: Optional[int] = None) -> torch.Tensor:
     """Label maps of ``data_samples`` resized (nearest) to ``size``.
 
-    Each sample is resized on its own, so label maps of different sizes are
-    accepted. Nearest resizing is PyTorch's legacy ``'nearest'`` mode, the
+    Label maps of different sizes are accepted (each is then resized on its
+    own). Maps of one shape, dtype and device, the usual case, are stacked
+    first and resized together, so the number of tensor operations does
+    not depend on the batch size; nearest resizing maps every output pixel
+    to one input pixel, so both ways give the same labels. Nearest resizing
+    is PyTorch's legacy ``'nearest'`` mode, the
     ``nn.Upsample(mode='nearest')`` the official IFVD/CIRKD code uses.
 
     Args:
@@ -60,20 +86,15 @@ def stack_seg_labels(data_samples: Optional[Sequence],
     if batch_size is not None and len(data_samples) != batch_size:
         raise ValueError(f'got {len(data_samples)} data samples for a batch '
                          f'of {batch_size} feature maps')
-    labels = []
-    for i, sample in enumerate(data_samples):
-        gt = getattr(sample, 'gt_sem_seg', None)
-        data = getattr(gt, 'data', None)
-        if data is None:
-            raise ValueError(f'data sample {i} has no gt_sem_seg.data')
-        data = torch.as_tensor(data)
-        if data.dim() == 2:
-            data = data[None]
-        if data.dim() != 3 or data.shape[0] != 1:
-            raise ValueError(f'gt_sem_seg.data of sample {i} must have shape'
-                             f' (1, H, W), got {tuple(data.shape)}')
-        data = F.interpolate(
-            data[None].float(), size=tuple(size), mode='nearest')
-        labels.append(data[0, 0].long())
-    out = torch.stack(labels)
+    datas = [_label_data(i, s) for i, s in enumerate(data_samples)]
+    first = datas[0] if datas else None
+    if first is not None and all(
+            d.shape == first.shape and d.dtype == first.dtype
+            and d.device == first.device for d in datas):
+        batch = torch.cat(datas) if first.dim() == 3 else torch.stack(datas)
+        out = _resize_nearest(batch, size)
+    else:
+        out = torch.stack([
+            _resize_nearest(d.reshape(1, *d.shape[-2:]), size)[0]
+            for d in datas])
     return out if device is None else out.to(device)
