@@ -128,28 +128,9 @@ class BaseDistiller(BaseModel):
             data_preprocessor=student_model.data_preprocessor,
             init_cfg=init_cfg)
         self.student = student_model
-        # The teacher only runs in eval mode: SyncBN there is plain BN, and
-        # reverting it lets the teacher run without a process group.
-        teacher_model = revert_sync_batchnorm(ROOT_MODELS.build(teacher_cfg))
-        self._check_task(self.student, 'student')
-        self._check_task(teacher_model, 'teacher')
-        # Not a child module on purpose (see class docstring).
-        object.__setattr__(self, 'teacher', teacher_model)
-        self.teacher_ckpt = teacher_ckpt
-        if not isinstance(teacher_ckpt_strict, bool):
-            raise TypeError('teacher_ckpt_strict must be True or False, got '
-                            f'{teacher_ckpt_strict!r}')
-        self.teacher_ckpt_strict = teacher_ckpt_strict
-        self._teacher_loaded = False
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        self.teacher_precision = TeacherPrecision(teacher_precision,
-                                                  teacher_channels_last)
-        self.teacher_precision.prepare(self.teacher)
-        if teacher_ckpt is None:
-            MMLogger.get_current_instance().warning(
-                'teacher_ckpt is None: the teacher keeps its initial weights')
-
+        self._set_teacher(teacher_cfg, teacher_ckpt, teacher_ckpt_strict,
+                          TeacherPrecision(teacher_precision,
+                                           teacher_channels_last))
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
@@ -174,6 +155,31 @@ class BaseDistiller(BaseModel):
 
     # ------------------------------------------------------------------
     # build-time helpers
+    def _set_teacher(self, cfg: dict, ckpt: Optional[str], strict: bool,
+                     precision: TeacherPrecision) -> None:
+        """Build the frozen teacher (loaded later, see :meth:`load_teacher`).
+        """
+        # The teacher only runs in eval mode: SyncBN there is plain BN, and
+        # reverting it lets the teacher run without a process group.
+        teacher_model = revert_sync_batchnorm(ROOT_MODELS.build(cfg))
+        self._check_task(self.student, 'student')
+        self._check_task(teacher_model, 'teacher')
+        # Not a child module on purpose (see class docstring).
+        object.__setattr__(self, 'teacher', teacher_model)
+        self.teacher_ckpt = ckpt
+        if not isinstance(strict, bool):
+            raise TypeError('teacher_ckpt_strict must be True or False, got '
+                            f'{strict!r}')
+        self.teacher_ckpt_strict = strict
+        self._teacher_loaded = False
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.teacher_precision = precision
+        precision.prepare(self.teacher)
+        if ckpt is None:
+            MMLogger.get_current_instance().warning(
+                'teacher_ckpt is None: the teacher keeps its initial weights')
+
     def _check_task(self, model: nn.Module, role: str) -> None:
         """Raise if ``model`` is not of the task this distiller handles."""
 
