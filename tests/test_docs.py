@@ -90,3 +90,32 @@ def test_readme_and_docs_links_resolve():
     for doc in ('getting_started', 'write_a_config', 'add_a_loss', 'faq',
                 'model_zoo', 'plugin', 'visualization', 'custom_dataset'):
         assert f'docs/{doc}.md' in readme, doc
+
+
+def test_supported_versions_match_requirements():
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    text = open(osp.join(REPO, 'docs', 'supported_versions.md')).read()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) == 4 and cells[0] not in ('package', '---'):
+            rows[cells[0]] = cells
+    reqs = {}
+    for line in open(osp.join(REPO, 'requirements',
+                              'runtime.txt')).read().splitlines():
+        line = line.split('#')[0].strip()
+        if line:
+            req = Requirement(line)
+            reqs[req.name] = req.specifier
+    assert set(rows) == set(reqs), (set(rows) ^ set(reqs))
+    bootstrap = open(osp.join(REPO, 'scripts', 'bootstrap.sh')).read()
+    for name, (_, required, cpu, _) in rows.items():
+        spec = re.match(r'`([^`]*)`', required).group(1)
+        assert spec == str(reqs[name]) or \
+            set(spec.split(',')) == set(str(reqs[name]).split(',')), name
+        tested = Version(cpu.split()[0].split('+')[0])
+        assert reqs[name].contains(tested), (name, tested)
+        pin = re.search(rf'{name}==([\w.]+)', bootstrap)
+        if pin:
+            assert f'`{name}=={pin.group(1)}`' in required, name
