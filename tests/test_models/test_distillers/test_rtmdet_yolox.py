@@ -238,3 +238,15 @@ def test_rtmdet_ins_recipe_terms_train_with_masks():
     assert 'loss_mask' in losses and torch.isfinite(losses['loss_mask'])
     assert_student_neck_learns_teacher_frozen(
         model, losses, ['loss_kd_fpn0', 'loss_kd_fpn1', 'loss_kd_fpn2'])
+
+
+def test_cross_head_refuses_rtmdet_heads_by_name():
+    # RTMDetSepBNHead subclasses ATSSHead but runs its own per-level convs.
+    cfg = dict(x=dict(mode='cross_head', student='bbox_head',
+                      teacher='bbox_head', reused_teacher_head_idx=1,
+                      loss_cls=dict(type='KDQualityFocalLoss'),
+                      loss_reg=dict(type='mmdet.GIoULoss')))
+    with pytest.raises(ValueError, match="is RTMDetSepBNHead, not a "
+                       'GFLHead, ATSSHead, RetinaHead or FCOSHead'):
+        build_distiller('det', cfg, student=tiny_rtmdet(0.125, 16),
+                        teacher=tiny_rtmdet(0.125, 16))

@@ -41,11 +41,16 @@ FAMILIES = {'gfl': ('GFLHead', 2), 'atss': ('ATSSHead', 3),
 
 def _head_family(head: nn.Module) -> Optional[str]:
     """``'gfl'``, ``'atss'``, ``'retina'`` or ``'fcos'`` (None for other
-    heads)."""
+    heads, also for subclasses with their own ``forward`` or
+    ``forward_single`` such as ``RTMDetHead``, an ``ATSSHead`` whose levels
+    run other convs)."""
     from mmdet.models import dense_heads
     for family, (cls_name, _) in FAMILIES.items():
-        if isinstance(head, getattr(dense_heads, cls_name)):
-            return family
+        base = getattr(dense_heads, cls_name)
+        if isinstance(head, base):
+            own = all(getattr(type(head), m) is getattr(base, m)
+                      for m in ('forward', 'forward_single'))
+            return family if own else None
     return None
 
 
