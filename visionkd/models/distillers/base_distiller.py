@@ -11,6 +11,7 @@ from visionkd.models.recorders import DistillRecords, ModelRecorders
 from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
+from .grad_share import GradShare
 from .loss_compile import compile_term_losses
 from .teacher_loading import load_teacher_weights
 from .teacher_precision import TeacherPrecision
@@ -66,6 +67,10 @@ class BaseDistiller(BaseModel):
             (e.g. ``dict(mode='max-autotune-no-cudagraphs')``) compiles
             every distillation loss module; a loss that fails to compile
             runs eagerly with a warning. Defaults to False.
+        grad_share_interval: Every N training iterations, log each term's
+            gradient norm on the student layer it distils relative to the
+            task loss's there, as ``grad_share_<term>`` (see
+            :mod:`visionkd.models.distillers.grad_share`). 0 (default): off.
         distill_terms: ``{name: term}``; each entry's ``mode`` (default
             ``'feature'``, see :class:`FeatureDistillTerm`) names its class
             in :data:`visionkd.registry.TERM_MODES`.
@@ -112,6 +117,7 @@ class BaseDistiller(BaseModel):
                  teacher_precision: Optional[str] = None,
                  teacher_channels_last: bool = False,
                  compile_losses: Union[bool, dict] = False,
+                 grad_share_interval: int = 0,
                  distill_terms: Optional[Dict[str, dict]] = None,
                  dry_run_input_size: Tuple[int, int] = (128, 128),
                  init_student: bool = False,
@@ -135,6 +141,7 @@ class BaseDistiller(BaseModel):
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
         self.check_finite = bool(check_finite)
+        self.grad_share = GradShare(grad_share_interval)
         self._build_teacher_input_transform()
         #: Recorders on both models, read by the terms.
         self.records = DistillRecords(
@@ -434,6 +441,9 @@ class BaseDistiller(BaseModel):
                                                    data_samples))
             if self.check_finite:
                 self._check_finite(losses)
+            if self.grad_share.due():
+                self.grad_share.log(self.grad_share.compute(
+                    self.student, self.distill_terms, losses))
         self.records.clear()
         return losses
 

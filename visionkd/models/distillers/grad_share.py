@@ -1,0 +1,103 @@
+"""How hard each distillation term pulls, relative to the task loss.
+
+Every ``interval`` training iterations (off by default), for each term:
+the L2 norm of the term's gradient on the parameters of the student layer
+it distils (e.g. the FPN for ``student='neck'``: parameters that both the
+task loss and the term reach), divided by the task loss's gradient norm on
+the same parameters. A share far above 1 means the term dominates the
+student's update there (weights off by orders of magnitude on a new
+dataset); near 0 means it does nothing. One ``torch.autograd.grad`` per
+term and per distinct layer on that small parameter subset, with
+``retain_graph=True``; the optimizer's backward is unchanged.
+The shares go to mmengine's message hub as ``train/grad_share_<term>``, so
+the logger prints them and ``plot_curves.py`` can draw them.
+"""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MessageHub
+
+__all__ = ['GradShare']
+
+
+def _grad_norm(loss: torch.Tensor, params: List[nn.Parameter]) -> float:
+    grads = torch.autograd.grad(loss, params, retain_graph=True,
+                                allow_unused=True)
+    sq = [g.float().square().sum() for g in grads if g is not None]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+
+class GradShare:
+    """Computes and logs the per-term gradient shares.
+
+    Args:
+        interval: Every how many training iterations; 0 turns it off.
+    """
+
+    def __init__(self, interval: int = 0) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or \
+                interval < 0:
+            raise TypeError('grad_share_interval must be an int >= 0 (0: '
+                            f'off), got {interval!r}')
+        self.interval = interval
+        self._calls = 0
+
+    def due(self) -> bool:
+        """Whether this training step computes the shares."""
+        if self.interval == 0 or not torch.is_grad_enabled():
+            return False
+        hub = MessageHub.get_current_instance()
+        it = hub.get_info('iter')
+        it = self._calls if it is None else it
+        self._calls += 1
+        return it % self.interval == 0
+
+    @staticmethod
+    def compute(student: nn.Module, terms: nn.ModuleDict,
+                losses: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """``{term name: share}`` for this step's ``losses``."""
+        modules = dict(student.named_modules())
+        kd_keys = {k for t in terms.values() for k in t.loss_keys}
+        task = [_total(v) for k, v in losses.items()
+                if 'loss' in k and k not in kd_keys and _is_loss(v)]
+        if not task:
+            return {}
+        task_total = torch.stack(task).sum()
+        task_norms: Dict[str, float] = {}
+        shares = {}
+        for name, term in terms.items():
+            params = _params(modules.get(term.student_path))
+            values = [_total(losses[k]) for k in term.loss_keys
+                      if k in losses and _is_loss(losses[k])]
+            if not params or not values:
+                continue
+            path = term.student_path
+            if path not in task_norms:
+                task_norms[path] = _grad_norm(task_total, params)
+            norm = _grad_norm(torch.stack(values).sum(), params)
+            shares[name] = norm / max(task_norms[path], 1e-12)
+        return shares
+
+    def log(self, shares: Dict[str, float]) -> None:
+        hub = MessageHub.get_current_instance()
+        for name, value in shares.items():
+            hub.update_scalar(f'train/grad_share_{name}', value)
+
+
+def _is_loss(v: object) -> bool:
+    if isinstance(v, (list, tuple)):
+        return bool(v) and all(_is_loss(x) for x in v)
+    return isinstance(v, torch.Tensor) and v.requires_grad
+
+
+def _total(v: object) -> torch.Tensor:
+    if isinstance(v, (list, tuple)):
+        return torch.stack([_total(x) for x in v]).sum()
+    return v.sum()
+
+
+def _params(module: Optional[nn.Module]) -> List[nn.Parameter]:
+    if module is None:
+        return []
+    return [p for p in module.parameters() if p.requires_grad]
