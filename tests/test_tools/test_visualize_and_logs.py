@@ -103,6 +103,21 @@ def test_plot_curves_reads_train_and_val_lines(tmp_path):
     assert img.shape[1] > 3 * img.shape[0]  # distill, task, metric panels
 
 
+def test_plot_curves_adds_a_gradient_share_panel(tmp_path):
+    lines = [dict(lr=0.01, loss=1.0, loss_kd_a=0.5, grad_share_a=0.1 * it,
+                  iter=it, step=it) for it in range(1, 4)]
+    log = tmp_path / 'scalars.json'
+    log.write_text('\n'.join(json.dumps(x) for x in lines) + '\n')
+    train, _ = read_scalars([str(log)])
+    assert train['grad_share_a'][1] == pytest.approx([0.1, 0.2, 0.3])
+    with_share, without = tmp_path / 's.png', tmp_path / 'n.png'
+    plot_main([str(log), '--out', str(with_share)])
+    plot_main([str(log), '--out', str(without), '--keys', 'loss',
+               'loss_kd_a'])
+    wide = _assert_picture(str(with_share)).shape[1]
+    assert wide > 1.4 * _assert_picture(str(without)).shape[1]
+
+
 def test_plot_curves_rejects_a_log_without_curves(tmp_path):
     log = tmp_path / 'scalars.json'
     log.write_text(json.dumps({'lr': 0.1, 'iter': 1, 'step': 1}) + '\n')

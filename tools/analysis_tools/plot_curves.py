@@ -3,10 +3,11 @@
 Reads mmengine's scalar log of a work dir (``<work_dir>/<timestamp>/
 vis_data/scalars.json``, one JSON object per logged step; the newest run
 when several exist) or the given ``.json`` files, and writes one PNG with
-three panels:
+up to four panels:
 
 * distillation losses: every ``loss_kd_*`` key, plus their sum;
 * task losses: the other ``loss*`` keys (``loss`` is the total);
+* gradient shares: the ``grad_share_*`` keys (``grad_share_interval``);
 * metrics: the validation scalars (``coco/bbox_mAP``, ``mIoU``, ...) over
   the evaluation steps, or as bars when there was a single evaluation.
 
@@ -108,16 +109,19 @@ def plot_curves(paths: List[str], out: str,
         train = {k: v for k, v in train.items() if k in keys}
         val = {k: v for k, v in val.items() if k in keys}
     kd = {k: v for k, v in train.items() if k.startswith('loss_kd_')}
+    share = {k: v for k, v in train.items() if k.startswith('grad_share_')}
     task = {k: v for k, v in train.items()
             if k.startswith('loss') and k not in kd}
     if len(kd) > 1:
         steps = kd[next(iter(kd))][0]
         total = [sum(vals) for vals in zip(*(v[1] for v in kd.values()))]
         kd['distill total'] = (steps[:len(total)], total)
-    if not (kd or task or val):
+    if not (kd or task or val or share):
         raise ValueError(f'no loss or metric curves in {paths}')
     panels = [('distillation losses', kd, 'iteration'),
               ('task losses', task, 'iteration'),
+              ('gradient share (term / task, grad_share_interval)', share,
+               'iteration'),
               ('validation metrics', val, 'step (iteration / epoch)')]
     panels = [p for p in panels if p[1]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4),
