@@ -97,7 +97,7 @@ def _bars(ax, val: Series) -> None:
 
 def plot_curves(paths: List[str], out: str,
                 keys: Optional[List[str]] = None) -> str:
-    """Write the three-panel PNG to ``out``; return ``out``.
+    """Write the PNG (one panel per kind of curve) to ``out``; return ``out``.
 
     Args:
         paths: ``scalars.json`` files (concatenated, e.g. a resumed run).
