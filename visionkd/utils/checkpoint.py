@@ -135,11 +135,22 @@ def load_local_checkpoint(filename: str,
     except pickle.UnpicklingError as e:
         if is_run_checkpoint(filename):
             return _full_load(filename, map_location, 'a run\'s own file')
-        if not _needs_globals(e):
-            raise  # not a checkpoint at all, or a corrupt one
+        if not _needs_globals(e):  # not a checkpoint, or a corrupt one
+            raise pickle.UnpicklingError(
+                f'{filename} is not a readable torch checkpoint '
+                f'({_detail(e)})') from e
         if os.environ.get(UNSAFE_ENV) == '1':
             return _full_load(filename, map_location, f'{UNSAFE_ENV}=1')
         raise _refuse(filename, e) from e
+
+
+def _detail(err: Exception) -> str:
+    """torch's reason without its generic weights_only advice."""
+    text = str(err)
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def _needs_globals(err: Exception) -> bool:
