@@ -12,6 +12,7 @@ from visionkd.registry import MODELS
 from .det_gt_utils import (
     batch_input_hw,
     check_level_inputs,
+    check_samples,
     infer_stride,
     padded_gt_bboxes,
 )
@@ -238,10 +239,8 @@ class DeFeatLoss(nn.Module):
             dtype: Dtype of the mask (that of the features); ``torch.bool``
                 returns the boolean mask.
         """
+        check_samples(data_samples, N, 'DeFeatLoss')
         boxes, valid, _ = padded_gt_bboxes(data_samples, device)
-        if boxes.shape[0] != N:
-            raise ValueError(f'DeFeatLoss: {len(data_samples)} data samples '
-                             f'for a batch of {N}')
         corners = boxes.view(N, -1, 2, 2)  # [[x1, y1], [x2, y2]]
         # Input sizes are metadata, read per image like the boxes are.
         input_hws = [batch_input_hw(sample) for sample in data_samples]

@@ -11,6 +11,7 @@ from visionkd.registry import MODELS
 from .det_gt_utils import (
     batch_input_hw,
     check_level_inputs,
+    check_samples,
     infer_stride,
     padded_gt_bboxes,
 )
@@ -247,10 +248,8 @@ class FGFILoss(nn.Module):
             dtype: Dtype of the mask (that of the features); ``torch.bool``
                 returns the boolean mask.
         """
+        check_samples(data_samples, N, 'FGFILoss')
         boxes, _, _ = padded_gt_bboxes(data_samples, device)
-        if boxes.shape[0] != N:
-            raise ValueError(f'FGFILoss: {len(data_samples)} data samples '
-                             f'for a batch of {N}')
         if self.stride is None:
             stride = infer_stride(batch_input_hw(data_samples[0]), (H, W))
         else:
