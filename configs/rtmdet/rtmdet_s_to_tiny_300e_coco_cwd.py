@@ -28,16 +28,8 @@ model = dict(
 # Connectors get no gradient once distillation stops (DDP).
 find_unused_parameters = True
 
-custom_hooks = [
-    dict(
-        type='EMAHook',
-        ema_type='ExpMomentumEMA',
-        momentum=0.0002,
-        update_buffers=True,
-        priority=49),
-    dict(
-        type='PipelineSwitchHook',
-        switch_epoch=280,
-        switch_pipeline=_base_.train_pipeline_stage2),
-    dict(type='visionkd.DistillStopHook', stop_epoch=280),
+# The student config's EMAHook and PipelineSwitchHook (epoch 280), then
+# the stop of distillation at the same epoch.
+custom_hooks = _base_.custom_hooks + [
+    dict(type='visionkd.DistillStopHook', stop_epoch=280)
 ]

@@ -26,14 +26,8 @@ model = dict(
 # Connectors get no gradient once distillation stops (DDP).
 find_unused_parameters = True
 
-custom_hooks = [
-    dict(type='YOLOXModeSwitchHook', num_last_epochs=15, priority=48),
-    dict(type='SyncNormHook', priority=48),
-    dict(
-        type='EMAHook',
-        ema_type='ExpMomentumEMA',
-        momentum=0.0001,
-        update_buffers=True,
-        priority=49),
-    dict(type='visionkd.DistillStopHook', stop_epoch=285),
+# The student config's YOLOXModeSwitchHook (last 15 epochs), SyncNormHook
+# and EMAHook, then the stop of distillation at epoch 285.
+custom_hooks = _base_.custom_hooks + [
+    dict(type='visionkd.DistillStopHook', stop_epoch=285)
 ]
