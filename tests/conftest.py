@@ -2,6 +2,8 @@
 import copy
 import os
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,6 +51,15 @@ def pytest_terminal_summary(terminalreporter) -> None:
 FASTER_RCNN = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 RETINANET = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 PSPNET = 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py'
+
+
+def run_repo_script(*args: str, timeout: int = 600) -> str:
+    """Run ``python *args`` in the repository root; assert it succeeds and
+    return its stdout + stderr (the tail of both on failure)."""
+    proc = subprocess.run([sys.executable, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def tiny_faster_rcnn(fpn_channels: int = 64, num_classes: int = 3) -> dict:

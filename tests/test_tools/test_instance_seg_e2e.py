@@ -6,12 +6,10 @@ The embedded BCCD subset has boxes only; each box becomes a rectangle
 polygon mask here (tmp dir), which is enough to run every code path."""
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import torch
 
-from tests.conftest import BCCD_MINI, REPO
+from tests.conftest import BCCD_MINI, REPO, run_repo_script
 
 CONFIG = """
 _base_ = [{base!r}]
@@ -85,13 +83,6 @@ def _with_box_masks(src: str, dst: str, num_images: int) -> None:
     json.dump(coco, open(dst, 'w'))
 
 
-def _run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
 def test_mask_rcnn_distiller_trains_tests_segm_and_exports(tmp_path):
     data = tmp_path / 'data'
     data.mkdir()
@@ -104,17 +95,17 @@ def test_mask_rcnn_distiller_trains_tests_segm_and_exports(tmp_path):
                       'faster_rcnn_bccd_tiny.py'),
         data=str(data) + '/', images=osp.join(BCCD_MINI, 'images') + '/'))
     work = tmp_path / 'work'
-    out = _run('tools/train.py', str(cfg), '--work-dir', str(work))
+    out = run_repo_script('tools/train.py', str(cfg), '--work-dir', str(work))
     assert 'loss_kd_mask' in out and 'loss_kd_fpn_l0' in out
     ckpt = open(work / 'last_checkpoint').read().strip()
-    out = _run('tools/test.py', str(cfg), ckpt, '--work-dir',
+    out = run_repo_script('tools/test.py', str(cfg), ckpt, '--work-dir',
                str(tmp_path / 'test'))
     line = [x for x in out.splitlines() if x.startswith('test metrics: ')]
     metrics = json.loads(line[-1][len('test metrics: '):])
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics), metrics
     exported = tmp_path / 'student.pth'
     student_cfg = tmp_path / 'student.py'
-    _run('tools/export_student.py', ckpt, str(exported), '--config',
+    run_repo_script('tools/export_student.py', ckpt, str(exported), '--config',
          str(cfg), '--out-config', str(student_cfg))
     assert 'FCNMaskHead' in student_cfg.read_text()
     state = torch.load(exported, map_location='cpu',

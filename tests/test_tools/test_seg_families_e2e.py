@@ -8,12 +8,10 @@ import json
 import math
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, run_repo_script
 
 CFG = osp.join(REPO, 'tests', 'data', 'configs',
                'pspnet_camvid_tiny_seg_families.py')
@@ -25,15 +23,8 @@ pytestmark = pytest.mark.skipif(
     reason='../shared/data/camvid is not present')
 
 
-def run_tool(*args: str) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
 def test_seg_families_train_then_test(tmp_path):
-    out = run_tool('tools/train.py', CFG, '--work-dir', str(tmp_path))
+    out = run_repo_script('tools/train.py', CFG, '--work-dir', str(tmp_path))
     for term in TERMS:
         values = re.findall(rf'\bloss_kd_{term}: (\S+)', out)
         assert values, f'loss_kd_{term} is not in the training log'
@@ -41,7 +32,7 @@ def test_seg_families_train_then_test(tmp_path):
 
     with open(osp.join(tmp_path, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
-    out = run_tool('tools/test.py', CFG, ckpt, '--work-dir',
+    out = run_repo_script('tools/test.py', CFG, ckpt, '--work-dir',
                    str(tmp_path / 'test'))
     lines = [x for x in out.splitlines() if x.startswith('test metrics: ')]
     assert lines, out[-2000:]

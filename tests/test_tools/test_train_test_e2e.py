@@ -7,16 +7,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, needs_shared_data
+from tests.conftest import REPO, needs_shared_data, run_repo_script
 
 CFG = osp.join(REPO, 'tests', 'data', 'configs')
-
-def run_tool(*args: str) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
 
 def metrics(output: str) -> dict:
     line = [x for x in output.splitlines() if x.startswith('test metrics: ')]
@@ -36,10 +29,10 @@ def last_ckpt(work_dir) -> str:
 ])
 def test_distill_train_then_test(tmp_path, config, metric):
     cfg = osp.join(CFG, config)
-    out = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path))
+    out = run_repo_script('tools/train.py', cfg, '--work-dir', str(tmp_path))
     assert 'loss_kd_' in out
     ckpt = last_ckpt(tmp_path)
-    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir',
+    out = run_repo_script('tools/test.py', cfg, ckpt, '--work-dir',
                    str(tmp_path / 'test'))
     value = metrics(out)[metric]
     assert 0.0 <= value <= 100.0

@@ -119,19 +119,24 @@ def held(conv_module, x):
     return conv_module(x)
 
 
+def crossed_branch_feats(s_head, t_head, xs, xt):
+    """[cls, reg] features of one level crossed by hand after the first
+    head conv: the student's held output aligned to the teacher's, the
+    ReLU applied once more, then the teacher's second conv."""
+    feats = []
+    for branch in ('cls_convs', 'reg_convs'):
+        s_convs, t_convs = getattr(s_head, branch), getattr(t_head, branch)
+        f = F.relu(official_align(held(s_convs[0], xs), held(t_convs[0], xt)))
+        feats.append(t_convs[1](f))
+    return feats
+
+
 def direct_crossed(model, x_S, x_T):
     """Crossed predictions, computed by hand through the teacher's head."""
     s_head, t_head = model.student.bbox_head, model.teacher.bbox_head
     out = []
     for lvl, (xs, xt) in enumerate(zip(x_S, x_T)):
-        feats = []
-        for branch in ('cls_convs', 'reg_convs'):
-            s_convs, t_convs = getattr(s_head, branch), getattr(t_head,
-                                                                branch)
-            held_t = held(t_convs[0], xt)
-            f = F.relu(official_align(held(s_convs[0], xs),
-                                      held_t))
-            feats.append(t_convs[1](f))
+        feats = crossed_branch_feats(s_head, t_head, xs, xt)
         out.append((t_head.gfl_cls(feats[0]),
                     t_head.scales[lvl](t_head.gfl_reg(feats[1]))))
     return out
@@ -356,13 +361,8 @@ def test_anchor_heads_match_a_direct_computation(family, det_batch):
         assert num_pos > 0
         ref = dict(cls=0., reg=0., center=0.)
         for lvl in range(LEVELS):
-            feats = []
-            for branch in ('cls_convs', 'reg_convs'):
-                s_convs = getattr(s_head, branch)
-                t_convs = getattr(t_head, branch)
-                f = official_align(held(s_convs[0], x_S[lvl]),
-                                   held(t_convs[0], x_T[lvl]))
-                feats.append(t_convs[1](F.relu(f)))
+            feats = crossed_branch_feats(s_head, t_head, x_S[lvl],
+                                         x_T[lvl])
             pred_X = direct_predictions(family, t_head, lvl, feats)
             cls_x, cls_t = flat(pred_X[0], 3), flat(preds_T[0][lvl], 3)
             lw = lws[lvl].reshape(-1)
@@ -463,13 +463,8 @@ def test_fcos_matches_a_direct_computation(head, det_batch):
         ref = dict(cls=0., reg=0.)
         n = x_S[0].size(0)
         for lvl in range(LEVELS):
-            feats = []
-            for branch in ('cls_convs', 'reg_convs'):
-                s_convs = getattr(s_head, branch)
-                t_convs = getattr(t_head, branch)
-                f = official_align(held(s_convs[0], x_S[lvl]),
-                                   held(t_convs[0], x_T[lvl]))
-                feats.append(t_convs[1](F.relu(f)))
+            feats = crossed_branch_feats(s_head, t_head, x_S[lvl],
+                                         x_T[lvl])
             cls_x, box_x = direct_fcos_predictions(t_head, lvl, feats)
             cls_x, cls_t = flat(cls_x, 3), flat(preds_T[0][lvl], 3)
             p_t, p_x = cls_t.sigmoid(), cls_x.sigmoid()
