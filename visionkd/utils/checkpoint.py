@@ -11,14 +11,13 @@ visionkd registers its own local-file and HTTP(S) loaders in mmengine's
 ``load_from``, ``--resume``, ``init_cfg=dict(type='Pretrained')`` and
 ``teacher_ckpt`` goes through them):
 
-* every file is first loaded with ``weights_only=True`` (numpy arrays and
+* a run's own checkpoint is fully unpickled (read once): a local file in
+  an mmengine work dir (mmengine writes its ``last_checkpoint`` file beside
+  the checkpoints), or one a tool registered with :func:`trust_checkpoint`
+  (``tools/train.py`` does so for ``--resume`` and its work dir);
+* every other file is loaded with ``weights_only=True`` (numpy arrays and
   dtypes allowed: the RNG states of a run hold them), which is all a
   model-zoo checkpoint or an exported weights file needs;
-* a local file that needs more is fully unpickled only if it is a run's own
-  checkpoint: it lies in an mmengine work dir (mmengine writes its
-  ``last_checkpoint`` file beside the checkpoints), or a tool registered it
-  with :func:`trust_checkpoint` (``tools/train.py`` does so for ``--resume``
-  and its work dir);
 * anything else (every URL, a loose file from elsewhere) is refused with a
   :class:`UnsafeCheckpointError` naming the objects it would unpickle, unless
   the user opts in with the environment variable
@@ -117,10 +116,10 @@ def _refuse(filename: str, err: Exception) -> UnsafeCheckpointError:
         f'{str(err).splitlines()[0]}')
 
 
-def _full_load(filename: str, map_location: Optional[Any], why: str) -> Any:
+def _full_load(filename: str, map_location: Optional[Any], why: str,
+               warn: bool) -> Any:
     print_log(f'checkpoint {filename!r}: full unpickling ({why})',
-              logger='current',
-              level=30 if why.startswith(UNSAFE_ENV) else 20)
+              logger='current', level=30 if warn else 20)
     return torch.load(filename, map_location=map_location, weights_only=False)
 
 
@@ -130,17 +129,21 @@ def load_local_checkpoint(filename: str,
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if is_run_checkpoint(filename):
+        # Read once: a run's checkpoint holds its log state, which a
+        # weights_only attempt would only reject after reading the weights.
+        return _full_load(filename, map_location, 'a run\'s own file',
+                          warn=False)
     try:
         return torch_load_weights(filename, map_location)
     except pickle.UnpicklingError as e:
-        if is_run_checkpoint(filename):
-            return _full_load(filename, map_location, 'a run\'s own file')
         if not _needs_globals(e):  # not a checkpoint, or a corrupt one
             raise pickle.UnpicklingError(
                 f'{filename} is not a readable torch checkpoint '
                 f'({_detail(e)})') from e
         if os.environ.get(UNSAFE_ENV) == '1':
-            return _full_load(filename, map_location, f'{UNSAFE_ENV}=1')
+            return _full_load(filename, map_location, f'{UNSAFE_ENV}=1',
+                              warn=True)
         raise _refuse(filename, e) from e
 
 
