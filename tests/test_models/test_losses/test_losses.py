@@ -24,6 +24,8 @@ LOSS_CASES = {
     'PKDLoss': (dict(), (2, 4, 5, 6), None),
     'FGDLoss': (dict(student_channels=4, teacher_channels=4), SHAPE, 'det'),
     'MGDLoss': (dict(student_channels=4, teacher_channels=4), SHAPE, None),
+    'AfDCDLoss': (dict(student_channels=4, teacher_channels=4, num_groups=2,
+                       pool_size=0, patch_size=(2, 2)), SHAPE, None),
     'FGFILoss': (dict(student_channels=4, teacher_channels=4, adapter=False,
                       stride=8, scales=(1, 2), loss_weight=1.0), SHAPE,
                  'det'),
@@ -47,7 +49,7 @@ LOSS_CASES = {
     'BCKDRegLoss': (dict(), (8, 16), None),
 }
 # A random spatial mask and a generator sit between student and teacher.
-NONZERO_FOR_IDENTICAL = {'MGDLoss'}
+NONZERO_FOR_IDENTICAL = {'MGDLoss', 'AfDCDLoss'}
 
 
 def samples_for(name, shape):

@@ -1,4 +1,5 @@
 """Distillation losses: pure tensor math, student first, teacher second."""
+from .af_dcd_loss import AfDCDLoss
 from .at_loss import ATLoss
 from .bckd_loss import BCKDClsLoss, BCKDRegLoss
 from .cirkd_memory_loss import CIRKDMemoryLoss
@@ -20,7 +21,7 @@ from .pkd_loss import PKDLoss
 from .roi_kd_loss import RoIKDLoss
 
 __all__ = [
-    'ATLoss', 'BCKDClsLoss', 'BCKDRegLoss', 'CIRKDMemoryLoss',
+    'AfDCDLoss', 'ATLoss', 'BCKDClsLoss', 'BCKDRegLoss', 'CIRKDMemoryLoss',
     'CIRKDMiniBatchLoss', 'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss',
     'FeatureMSELoss', 'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KDKLDivLoss',
     'KDQualityFocalLoss', 'KLDivergence', 'MGDLoss', 'PairWiseAffinityLoss',
