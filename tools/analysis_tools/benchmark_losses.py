@@ -4,10 +4,16 @@ Each loss gets the inputs of its family (see ``FAMILIES``) built from one
 synthetic detection batch: an FPN of ``--levels`` levels of ``--channels``
 channels, P2 of ``--p2-size`` squared at stride 4 (so the padded input,
 ``batch_input_shape``, is ``4 * p2`` squared; levels 64, 32, 16, 8, 4 for
-the default 256 x 256 input). A loss distilled per FPN level is built and
-called once per level, as the distillation term does, and the levels' losses
-are summed before the backward pass. For three settings, (batch 2, 2 GT boxes
-per image), (8, 2) and (2, 50), it reports
+the default 256 x 256 input). A loss distilled per FPN level is built once
+per level and called as the distillation term calls it: once per level, or,
+for the parameter-free losses that batch levels (``batches_levels``, see
+:mod:`visionkd.models.losses.level_batch`), once for all levels with
+``forward_levels`` (``--per-level`` calls those per level too, as before
+they batched). The levels' losses are summed before the backward pass. A
+key of ``VARIANTS`` benchmarks a loss with other arguments (e.g.
+``CIRKDMemoryLoss[batched]``: ``queue_sampling='batched'``). For three
+settings, (batch 2, 2 GT boxes per image), (8, 2) and (2, 50), it
+reports
 
 * the ATen operator calls of forward + backward
   (:func:`visionkd.utils.count_aten_calls`; on a GPU each is at least one
@@ -25,7 +31,7 @@ arguments; a loss registered without one is refused (and fails
 
     python tools/analysis_tools/benchmark_losses.py [--losses FGDLoss ...]
         [--channels 32] [--p2-size 64] [--levels 5] [--repeats 5]
-        [--threads N] [--json | --markdown]
+        [--threads N] [--per-level] [--json | --markdown]
 """
 import argparse
 import json
@@ -65,7 +71,9 @@ SETTINGS = ((2, 2), (8, 2), (2, 50))
 #: What each family of losses is given (``{}`` filled from the settings).
 FAMILIES = {
     'feature': 'per FPN level l: student and teacher features (N, C, s, s), '
-               's = p2 / 2^l; one loss and call per level; det GT: per '
+               's = p2 / 2^l; one loss per level, one call per level or, '
+               'for a loss that batches levels (as the distillation term '
+               'calls it), one forward_levels call for all; det GT: per '
                'image the GT boxes, random xyxy in the H x W input, sides '
                'log-uniform in [H / 16, 3 H / 4]',
     'seg_feature': 'decode-head features (N, C, H / 8, W / 8); one call; '
@@ -126,6 +134,8 @@ RECIPES = {
     'CIRKDMiniBatchLoss': Recipe('seg_feature'),
     'CIRKDMemoryLoss': Recipe('seg_feature', dict(
         num_classes=SEG_CLASSES, teacher_channels=CHANNELS), 'seg'),
+    # configs: num_groups=16; 4 divides the tests' 4-channel FPN too
+    'AfDCDLoss': Recipe('seg_feature', dict(_S_T, num_groups=4)),
     'PixelWiseKDLoss': Recipe('seg_logits'),
     'DISTLoss': Recipe('seg_logits'),
     'KLDivergence': Recipe('seg_logits', dict(tau=4.0)),
@@ -139,6 +149,12 @@ RECIPES = {
     'RoIKDLoss': Recipe('roi', dict(tau=2.0, loss_weight_bbox=1.0)),
 }
 
+#: Benchmarks of a registered loss with other arguments: ``name[label]``
+#: -> its recipe (``kwargs`` added to the base recipe's).
+VARIANTS = {
+    'CIRKDMemoryLoss[batched]': dict(queue_sampling='batched'),
+}
+
 #: One loss call: positional and keyword arguments.
 Call = Tuple[tuple, dict]
 
@@ -150,6 +166,26 @@ def registered_losses() -> List[str]:
         if cls.__module__.startswith('visionkd.models.losses'))
 
 
+def benchmark_names() -> List[str]:
+    """Every registered loss and every variant, each variant after its
+    loss."""
+    return sorted(registered_losses() + list(VARIANTS))
+
+
+def base_name(name: str) -> str:
+    """The registered loss of a benchmark name (``name[label]``)."""
+    return name.split('[', 1)[0]
+
+
+def recipe_of(name: str) -> Recipe:
+    """The recipe of a registered loss or a ``VARIANTS`` key."""
+    recipe = RECIPES[base_name(name)]
+    if name in VARIANTS:
+        recipe = Recipe(recipe.family, dict(recipe.kwargs, **VARIANTS[name]),
+                        recipe.gt, recipe.head)
+    return recipe
+
+
 def level_sizes(p2_size: int, levels: int) -> List[int]:
     """Side of each FPN level, P2 first, halved per level (at least 1)."""
     return [max(1, p2_size >> i) for i in range(levels)]
@@ -159,21 +195,23 @@ def build_losses(name: str, channels: int, levels: int) -> List[nn.Module]:
     """The loss modules of one benchmark: one per call.
 
     Args:
-        name: Registered loss name (a key of ``RECIPES``).
+        name: Registered loss name (a key of ``RECIPES``) or a
+            ``VARIANTS`` key.
         channels: FPN channels (``CHANNELS`` placeholders).
         levels: FPN levels (``STRIDES`` placeholders: 4, 8, ...).
 
     Returns:
         One module per FPN level for the per-level families, else one.
     """
-    recipe = RECIPES[name]
+    recipe = recipe_of(name)
     fill = {CHANNELS: channels,
             STRIDES: tuple(4 * 2**i for i in range(levels))}
     cfg = {k: fill.get(v, v) if isinstance(v, str) else v
            for k, v in recipe.kwargs.items()}
     count = levels if recipe.family in ('feature', 'head') else 1
     with DefaultScope.overwrite_default_scope('visionkd'):
-        return [MODELS.build(dict(type=name, **cfg)) for _ in range(count)]
+        return [MODELS.build(dict(type=base_name(name), **cfg))
+                for _ in range(count)]
 
 
 def random_boxes(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -252,7 +290,8 @@ def make_calls(name: str, batch: int, boxes: int, channels: int,
     """The loss calls of one benchmark (see ``FAMILIES``).
 
     Args:
-        name: Registered loss name (a key of ``RECIPES``).
+        name: Registered loss name (a key of ``RECIPES``) or a
+            ``VARIANTS`` key.
         batch: Images in the batch.
         boxes: GT boxes per image (detection-GT losses only).
         channels: FPN channels.
@@ -263,7 +302,7 @@ def make_calls(name: str, batch: int, boxes: int, channels: int,
     Returns:
         ``(args, kwargs)`` of each call; student tensors require grad.
     """
-    recipe = RECIPES[name]
+    recipe = recipe_of(name)
     gen = torch.Generator().manual_seed(seed)
     sizes = level_sizes(p2_size, levels)
     if recipe.family == 'head':
@@ -284,8 +323,19 @@ def make_calls(name: str, batch: int, boxes: int, channels: int,
             for s in sizes]
 
 
-def _step(losses: List[nn.Module], calls: List[Call]) -> Callable[[], Any]:
-    """Forward of every call, summed (grads cleared first)."""
+def batches_levels(name: str, losses: List[nn.Module],
+                   calls: List[Call]) -> bool:
+    """Whether the distillation term calls these per-level losses once
+    for all levels (``forward_levels``), as
+    ``FeatureDistillTerm.one_call_for_all_levels``."""
+    return (recipe_of(name).family == 'feature' and len(calls) > 1
+            and getattr(losses[0], 'batches_levels', False))
+
+
+def _step(losses: List[nn.Module], calls: List[Call],
+          one_call: bool = False) -> Callable[[], Any]:
+    """Forward of every call, summed (grads cleared first); with
+    ``one_call`` the per-level calls are one ``forward_levels`` call."""
     leaves = [a for args, kw in calls for a in (*args, *kw.values())
               if isinstance(a, torch.Tensor) and a.requires_grad]
 
@@ -295,36 +345,45 @@ def _step(losses: List[nn.Module], calls: List[Call]) -> Callable[[], Any]:
             t.grad = None
         for loss in losses:
             loss.zero_grad(set_to_none=True)
+        if one_call:
+            return losses[0].forward_levels(
+                [args[0] for args, _ in calls],
+                [args[1] for args, _ in calls]).sum()
         return sum(loss(*args, **kw)
                    for loss, (args, kw) in zip(losses, calls))
     return fn
 
 
 def benchmark_loss(name: str, batch: int, boxes: int, channels: int = 32,
-                   p2_size: int = 64, levels: int = 5,
-                   repeats: int = 5) -> dict:
+                   p2_size: int = 64, levels: int = 5, repeats: int = 5,
+                   per_level: bool = False) -> dict:
     """ATen calls and time of one loss's forward + backward.
 
     Args:
-        name: Registered loss name (a key of ``RECIPES``).
+        name: Registered loss name (a key of ``RECIPES``) or a
+            ``VARIANTS`` key.
         batch: Images in the batch.
         boxes: GT boxes per image.
         channels: FPN channels.
         p2_size: Side of P2; the input is ``4 * p2_size`` squared.
         levels: FPN levels.
         repeats: Timed runs (their median is reported).
+        per_level: Call a loss that batches levels once per level too.
 
     Returns:
-        ``loss``, ``family``, ``batch``, ``boxes``, ``calls`` (loss calls),
-        ``aten_calls`` (int) and ``time_ms`` (median).
+        ``loss``, ``family``, ``batch``, ``boxes``, ``calls`` (loss calls:
+        1 for one ``forward_levels`` call), ``aten_calls`` (int) and
+        ``time_ms`` (median).
     """
-    if name not in RECIPES:
-        raise KeyError(f'{name} has no entry in RECIPES of '
+    if base_name(name) not in RECIPES or (name != base_name(name)
+                                          and name not in VARIANTS):
+        raise KeyError(f'{name} has no entry in RECIPES or VARIANTS of '
                        f'{osp.basename(__file__)}')
     torch.manual_seed(0)
     losses = build_losses(name, channels, levels)
     calls = make_calls(name, batch, boxes, channels, p2_size, levels)
-    fn = _step(losses, calls)
+    one_call = not per_level and batches_levels(name, losses, calls)
+    fn = _step(losses, calls, one_call)
     fn().backward()  # warm-up (lazy initialisation, memory banks)
     aten = count_aten_calls(fn)
     times = []
@@ -332,8 +391,9 @@ def benchmark_loss(name: str, batch: int, boxes: int, channels: int = 32,
         start = time.perf_counter()
         fn().backward()
         times.append(time.perf_counter() - start)
-    return dict(loss=name, family=RECIPES[name].family, batch=batch,
-                boxes=boxes, calls=len(calls), aten_calls=int(aten),
+    return dict(loss=name, family=recipe_of(name).family, batch=batch,
+                boxes=boxes, calls=1 if one_call else len(calls),
+                aten_calls=int(aten),
                 time_ms=1e3 * statistics.median(times))
 
 
@@ -347,9 +407,10 @@ def benchmark_losses(names: Optional[Sequence[str]] = None,
     """One summary dict per loss over ``SETTINGS``.
 
     Args:
-        names: Losses to run; None runs every registered loss.
-        **settings: ``channels``, ``p2_size``, ``levels``, ``repeats`` of
-            :func:`benchmark_loss`.
+        names: Losses to run; None runs every registered loss and every
+            ``VARIANTS`` key.
+        **settings: ``channels``, ``p2_size``, ``levels``, ``repeats``,
+            ``per_level`` of :func:`benchmark_loss`.
 
     Returns:
         Dicts with ``loss``, ``family``, ``gt``, ``uses_boxes``, ``calls``,
@@ -358,14 +419,15 @@ def benchmark_losses(names: Optional[Sequence[str]] = None,
         setting) and ``aten_calls_per_call``.
     """
     out = []
-    for name in names or registered_losses():
+    for name in names or benchmark_names():
         runs = {_key(b, n): benchmark_loss(name, b, n, **settings)
                 for b, n in SETTINGS}
         base = runs[_key(*SETTINGS[0])]
         count = {k: r['aten_calls'] for k, r in runs.items()}
+        gt = recipe_of(name).gt
         out.append(dict(
-            loss=name, family=base['family'], gt=RECIPES[name].gt,
-            uses_boxes=RECIPES[name].gt == 'det', calls=base['calls'],
+            loss=name, family=base['family'], gt=gt,
+            uses_boxes=gt == 'det', calls=base['calls'],
             aten_calls=count,
             time_ms={k: round(r['time_ms'], 3) for k, r in runs.items()},
             batch_ratio=count[_key(*SETTINGS[1])] / base['aten_calls'],
@@ -374,7 +436,8 @@ def benchmark_losses(names: Optional[Sequence[str]] = None,
     return out
 
 
-def header(channels: int, p2_size: int, levels: int, repeats: int) -> str:
+def header(channels: int, p2_size: int, levels: int, repeats: int,
+           per_level: bool = False) -> str:
     """What was measured and which inputs each family gets."""
     sizes = ', '.join(str(s) for s in level_sizes(p2_size, levels))
     lines = [
@@ -387,6 +450,9 @@ def header(channels: int, p2_size: int, levels: int, repeats: int) -> str:
         f'{_key(*SETTINGS[1])} / {_key(*SETTINGS[0])}, x boxes = '
         f'{_key(*SETTINGS[2])} / {_key(*SETTINGS[0])} (* the loss reads '
         'no boxes).',
+        'Losses that batch levels: ' + (
+            'called once per level (--per-level).' if per_level else
+            'one forward_levels call for all levels, as the term.'),
         'Inputs per family:',
     ]
     lines += [f'- {k}: {v}' for k, v in FAMILIES.items()]
@@ -440,6 +506,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--levels', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed runs per setting (median)')
+    parser.add_argument('--per-level', action='store_true',
+                        help='call the losses that batch levels once per '
+                             'level too (the path before they batched)')
     parser.add_argument('--threads', type=int,
                         help='torch CPU threads (default: torch\'s own); '
                              '1 is steadier on a loaded machine')
@@ -456,13 +525,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    missing = sorted(set(registered_losses()) - set(RECIPES))
-    unknown = sorted(set(args.losses or ()) - set(RECIPES))
-    if missing or unknown:
-        raise SystemExit(f'no recipe for {missing or unknown} in RECIPES')
+    names = args.losses or benchmark_names()
+    unknown = sorted(set(names) - set(RECIPES) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f'no recipe for {unknown} in RECIPES')
     settings = dict(channels=args.channels, p2_size=args.p2_size,
-                    levels=args.levels, repeats=args.repeats)
-    results = benchmark_losses(args.losses, **settings)
+                    levels=args.levels, repeats=args.repeats,
+                    per_level=args.per_level)
+    results = benchmark_losses(names, **settings)
     if args.json:
         print(json.dumps(results, indent=1))
         return

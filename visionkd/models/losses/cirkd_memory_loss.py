@@ -1,5 +1,5 @@
 """Memory-based pixel/region part of Cross-Image Relational KD (CIRKD)."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -53,8 +53,9 @@ class CIRKDMemoryLoss(nn.Module):
       (``--lambda-memory-pixel`` / ``--lambda-memory-region``): use
       ``loss_weight=0.1``.
 
-    Random choices use PyTorch's default CPU generator, so
-    :func:`torch.manual_seed` makes them reproducible. The queues are data
+    Random choices use PyTorch's default CPU generator (the batched pixel
+    draws that of the features' device), so :func:`torch.manual_seed`
+    makes them reproducible. The queues are data
     (teacher embeddings), not parameters: they are stored in the buffers'
     dtype and cast to the embeddings' dtype when they are used, so the loss
     computes in the dtype it is given. Student and teacher must have the
@@ -64,16 +65,26 @@ class CIRKDMemoryLoss(nn.Module):
     Operator count: the update is batched over images and classes (one
     ``bincount`` for the group sizes, one ``index_add_`` for the region
     means, one stable sort that orders the pixels by group, one indexed
-    write per queue) and so is the loss, except the pixel draws. The official
-    code calls ``torch.randperm(#pixels)`` once per image and class present
-    and a permutation's draws depend on its length, so keeping the seeded
-    draws (and the values they give) needs one call per (image, class)
-    group: 5 ATen calls each (``randperm`` into a slice of one buffer).
-    The count thus grows by 5 per group present, about 5 * N * (classes
-    per image): with 19 classes per image, 32 x 32 maps, forward +
-    backward make 705 calls at batch 2 and 1255 at batch 8 (1.78x). These
-    calls run on the CPU generator (no GPU kernel); everything else is
-    independent of N.
+    write per queue) and so is the loss, except the pixel draws, which
+    ``queue_sampling`` chooses:
+
+    * ``'official'`` (default): as the official code, one
+      ``torch.randperm(#pixels)`` per image and class present, on the CPU
+      generator. A permutation's draws depend on its length, so keeping
+      the seeded draws (and the values they give) needs one call per
+      (image, class) group: 5 ATen calls each (``randperm`` into a slice
+      of one buffer). The count thus grows by 5 per group present, about
+      5 * N * (classes per image): with 19 classes per image, 32 x 32
+      maps, forward + backward make 705 calls at batch 2 and 1255 at
+      batch 8 (1.78x).
+    * ``'batched'``: one ``torch.randperm`` of all the batch's pixels (on
+      their device's generator) and one stable sort by group; each group
+      takes its first ``min(#pixels, pixel_update_freq)`` pixels in that
+      random order. Same distribution (a uniform sample without
+      replacement of the same number of pixels of the group, in uniformly
+      random order), other draws than the official ones for a given seed;
+      the count no longer depends on N (526 calls at batch 2 and 8 on the
+      maps above).
 
     Deviations from the official code:
 
@@ -117,10 +128,17 @@ class CIRKDMemoryLoss(nn.Module):
         loss_weight: Weight of the loss. Defaults to 1.0.
         gather: Enqueue the embeddings of all processes under distributed
             training, as officially. Defaults to True.
+        queue_sampling: How the enqueued pixels are drawn: ``'official'``
+            (one permutation per image and class, the official draws) or
+            ``'batched'`` (one draw for the batch, same distribution, an
+            operator count independent of the batch). Defaults to
+            ``'official'``.
     """
 
     #: Ground truth this loss reads from every data sample.
     gt_field = 'gt_sem_seg'
+    #: Values of ``queue_sampling``.
+    QUEUE_SAMPLING = ('official', 'batched')
 
     def __init__(self,
                  num_classes: int,
@@ -136,8 +154,14 @@ class CIRKDMemoryLoss(nn.Module):
                  region_weight: float = 1.0,
                  ignore_index: int = 255,
                  loss_weight: float = 1.0,
-                 gather: bool = True) -> None:
+                 gather: bool = True,
+                 queue_sampling: str = 'official') -> None:
         super().__init__()
+        if queue_sampling not in self.QUEUE_SAMPLING:
+            raise ValueError(
+                f'queue_sampling must be one of {self.QUEUE_SAMPLING}, got '
+                f"{queue_sampling!r}; use 'official' (the official draws) "
+                f"or 'batched' (one draw per batch)")
         for name, value in (('num_classes', num_classes),
                             ('teacher_channels', teacher_channels),
                             ('pixel_memory_size', pixel_memory_size),
@@ -166,7 +190,11 @@ class CIRKDMemoryLoss(nn.Module):
         self.ignore_index = int(ignore_index)
         self.loss_weight = float(loss_weight)
         self.gather = bool(gather)
+        self.queue_sampling = queue_sampling
+        self._register_queues()
 
+    def _register_queues(self) -> None:
+        """The queues (normalised ``randn``) and their pointers."""
         K, C = self.num_classes, self.teacher_channels
         self.register_buffer(
             'region_queue',
@@ -195,31 +223,35 @@ class CIRKDMemoryLoss(nn.Module):
                 & (labels != self.ignore_index))
 
     def _enqueue_plan(self, counts: List[int]
-                      ) -> Tuple[torch.Tensor, dict, dict, tuple]:
+                      ) -> Tuple[Optional[torch.Tensor], dict, dict, tuple]:
         """Random draws and queue slots of one update, in official order.
 
         Walks the (image, class) groups image by image, classes ascending,
-        as the official per-image loop, so ``torch.randperm`` is called
-        with the same sizes in the same order (one call per group: the
-        draws of a permutation depend on its size, so they cannot be
-        batched without changing them). Pointers are advanced on Python
-        ints; a slot written twice keeps the later write.
+        as the official per-image loop, so that with ``queue_sampling=
+        'official'`` ``torch.randperm`` is called with the same sizes in
+        the same order (one call per group: the draws of a permutation
+        depend on its size, so they cannot be batched without changing
+        them; ``'batched'`` draws nothing here). Pointers are advanced on
+        Python ints; a slot written twice keeps the later write.
 
         Args:
             counts: Pixels of group ``g = image * K + class``, length N * K.
 
         Returns:
-            The permutations of the non-empty groups, concatenated (CPU),
-            ``{(class, slot): g}`` of the region queue, ``{(class, slot):
-            (g, rank)}`` of the pixel queue (``rank``: position in the
-            group's permutation) and the new region and pixel pointers.
+            The permutations of the non-empty groups, concatenated (CPU;
+            None for ``'batched'``), ``{(class, slot): g}`` of the region
+            queue, ``{(class, slot): (g, rank)}`` of the pixel queue
+            (``rank``: position in the group's random order) and the new
+            region and pixel pointers.
         """
         K, M = self.num_classes, self.pixel_memory_size
         region_ptr = self.region_queue_ptr.tolist()
         pixel_ptr = self.pixel_queue_ptr.tolist()
         sizes = [num for num in counts if num > 0]
-        perm = torch.empty(sum(sizes), dtype=torch.long)
-        pieces = iter(perm.split(sizes) if sizes else ())
+        perm, pieces = None, iter(())
+        if self.queue_sampling == 'official':
+            perm = torch.empty(sum(sizes), dtype=torch.long)
+            pieces = iter(perm.split(sizes) if sizes else ())
         region, pixel = {}, {}
         for g, num in enumerate(counts):
             if num == 0:
@@ -227,7 +259,8 @@ class CIRKDMemoryLoss(nn.Module):
             lb = g % K
             region[lb, region_ptr[lb]] = g
             region_ptr[lb] = (region_ptr[lb] + 1) % self.region_memory_size
-            torch.randperm(num, out=next(pieces))
+            if perm is not None:
+                torch.randperm(num, out=next(pieces))
             take = min(num, self.pixel_update_freq, M)
             ptr = pixel_ptr[lb]
             first = M - take if ptr + take >= M else ptr
@@ -243,9 +276,10 @@ class CIRKDMemoryLoss(nn.Module):
 
         The (image, class) groups are handled together: one bincount gives
         their sizes, one ``index_add_`` their sums (region means) and one
-        stable sort their pixels. Only the pixel draws are made per group
-        (see :meth:`_enqueue_plan`). The update computes in the queues'
-        dtype.
+        stable sort their pixels. Only the official pixel draws are made
+        per group (see :meth:`_enqueue_plan`; ``queue_sampling='batched'``
+        draws once, :meth:`_chosen_pixels`). The update computes in the
+        queues' dtype.
 
         Args:
             keys: Normalised teacher embeddings, shape (N, C, H, W).
@@ -272,17 +306,36 @@ class CIRKDMemoryLoss(nn.Module):
         self._write(self.region_queue, region,
                     F.normalize(means[torch.tensor(list(region.values()),
                                                    device=dev)], dim=1))
-        # pixels of group g sorted by pixel index start at starts[g]
-        starts = torch.cumsum(counts, 0) - counts
-        order = torch.argsort(group, stable=True)
-        g_rank = torch.tensor(list(pixel.values()), device=dev)
-        start = starts[g_rank[:, 0]]
-        perm = perm.to(dev)
-        chosen = order[start + perm[start + g_rank[:, 1]]]
+        chosen = self._chosen_pixels(group, counts, perm, torch.tensor(
+            list(pixel.values()), device=dev))
         self._write(self.pixel_queue, pixel,
                     F.normalize(feats[chosen], dim=1))
         self.region_queue_ptr.copy_(torch.tensor(ptrs[0]))
         self.pixel_queue_ptr.copy_(torch.tensor(ptrs[1]))
+
+    @staticmethod
+    def _chosen_pixels(group: torch.Tensor, counts: torch.Tensor,
+                       perm: Optional[torch.Tensor],
+                       g_rank: torch.Tensor) -> torch.Tensor:
+        """Flat pixel indices of the pixels to enqueue.
+
+        Args:
+            group: Group of every pixel (``G`` for invalid ones), (P,).
+            counts: Pixels per group, (G,).
+            perm: The groups' permutations (official draws), or None: one
+                random order of all pixels is drawn here (``'batched'``).
+            g_rank: ``(group, rank)`` of every pixel to enqueue, (E, 2).
+        """
+        # the pixels of group g, grouped, start at starts[g]
+        starts = torch.cumsum(counts, 0) - counts
+        start = starts[g_rank[:, 0]]
+        if perm is not None:  # grouped by pixel index, official draws
+            order = torch.argsort(group, stable=True)
+            return order[start + perm.to(group.device)[start + g_rank[:, 1]]]
+        # grouped in a random order: rank r is a uniform draw
+        shuffle = torch.randperm(group.numel(), device=group.device)
+        order = shuffle[torch.argsort(group[shuffle], stable=True)]
+        return order[start + g_rank[:, 1]]
 
     @staticmethod
     def _write(queue: torch.Tensor, slots: dict,
