@@ -128,3 +128,72 @@ def test_failed_build_leaves_the_work_dir_untouched(tmp_path):
     new = set(os.listdir(work)) - set(old)
     assert len(new) == 1 and (work / new.pop()).is_dir()
     assert not list(work.rglob('*.pth'))[1:]
+
+
+# ------------------------------------------------ segmentor-specific terms
+SEG_CWD = dict(type='ChannelWiseDivergence', tau=4.0, loss_weight=3.0)
+
+
+def _fcn(in_index: int) -> dict:
+    return dict(type='FCNHead', in_channels=256, channels=16, num_convs=1,
+                num_classes=19, in_index=in_index, concat_input=False,
+                norm_cfg=dict(type='BN'),
+                loss_decode=dict(type='CrossEntropyLoss'))
+
+
+@pytest.mark.parametrize('aux, words', [
+    (None, ["distill term 'aux'", "student layer 'auxiliary_head.conv_seg'",
+            'has no auxiliary_head', "['decode_head.conv_seg']",
+            'drop the term']),
+    ([_fcn(2), _fcn(2)], ["distill term 'aux'", "has 2 heads in "
+                          "auxiliary_head (['FCNHead', 'FCNHead'])",
+                          "'auxiliary_head.<i>.conv_seg' with i in 0..1"]),
+])
+def test_term_on_a_head_the_segmentor_does_not_have(aux, words):
+    from tests.conftest import tiny_pspnet
+    student = dict(tiny_pspnet(32), auxiliary_head=aux)
+    with pytest.raises(ValueError) as info:
+        build_distiller('seg', dict(aux=dict(
+            student='auxiliary_head.conv_seg',
+            teacher='auxiliary_head.conv_seg', loss=SEG_CWD)),
+            student=student)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_logit_term_between_other_class_counts():
+    from tests.conftest import tiny_pspnet
+    with pytest.raises(ValueError) as info:
+        build_distiller('seg', dict(logits=dict(
+            student='decode_head.conv_seg', teacher='decode_head.conv_seg',
+            loss=SEG_CWD)), student=tiny_pspnet(32, num_classes=11))
+    msg = str(info.value)
+    for word in ("distill term 'logits'", 'logits of 11 classes',
+                 'teacher', 'of 19', 'num_classes=19',
+                 "connector=dict(type='ConvConnector')"):
+        assert word in msg, (word, msg)
+
+
+def test_token_term_that_cannot_be_aligned():
+    """ViT tokens with a class token (L = 16 * 16 + 1 = 257 at the 128 x
+    128 dry run) against a CNN map: no grid, one build-time error."""
+    vit = dict(
+        type='EncoderDecoder', _scope_='mmseg',
+        data_preprocessor=dict(type='SegDataPreProcessor'),
+        backbone=dict(type='VisionTransformer', img_size=(64, 64),
+                      patch_size=8, embed_dims=32, num_layers=2, num_heads=2,
+                      mlp_ratio=2, out_indices=(1, ), with_cls_token=True,
+                      final_norm=False),
+        decode_head=dict(_fcn(0), in_channels=32),
+        train_cfg=dict(), test_cfg=dict(mode='whole'))
+    with pytest.raises(ValueError) as info:
+        build_distiller('seg', dict(tok=dict(
+            student='backbone.layers.1', teacher='backbone.layer4',
+            connector=dict(type='ConvConnector'),
+            loss=dict(type='FeatureMSELoss'))), student=vit)
+    msg = str(info.value)
+    for word in ("distill term 'tok'", "student layer 'backbone.layers.1'",
+                 '(1, 257, 32) tokens', 'no h x w grid of a 128x128 image',
+                 'one token per location',
+                 "dict(type='TokensToMapConnector', hw_shape=(h, w))"):
+        assert word in msg, (word, msg)

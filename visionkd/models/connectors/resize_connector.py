@@ -23,21 +23,31 @@ class ResizeConnector(nn.Module):
         scale_factor: Fixed scale factor.
         mode: Interpolation mode. Defaults to ``'bilinear'``.
         align_corners: As in :func:`torch.nn.functional.interpolate`.
+        antialias: Low-pass filter when shrinking (``'bilinear'`` /
+            ``'bicubic'`` only; see :func:`torch.nn.functional.interpolate`):
+            every input pixel contributes, instead of the two nearest per
+            output pixel (a stride-2 map shrunk 4x to stride 8). No effect
+            when enlarging. Defaults to False.
     """
 
     def __init__(self,
                  size: Optional[Sequence[int]] = None,
                  scale_factor: Optional[Union[float, Sequence[float]]] = None,
                  mode: str = 'bilinear',
-                 align_corners: Optional[bool] = None) -> None:
+                 align_corners: Optional[bool] = None,
+                 antialias: bool = False) -> None:
         super().__init__()
         if size is not None and scale_factor is not None:
             raise ValueError('ResizeConnector takes size or scale_factor, '
                              'not both')
+        if antialias and mode not in ('bilinear', 'bicubic'):
+            raise ValueError(f"ResizeConnector antialias=True needs mode "
+                             f"'bilinear' or 'bicubic', got {mode!r}")
         self.size = tuple(size) if size is not None else None
         self.scale_factor = scale_factor
         self.mode = mode
         self.align_corners = align_corners
+        self.antialias = bool(antialias)
 
     def forward(self,
                 x: torch.Tensor,
@@ -62,4 +72,5 @@ class ResizeConnector(nn.Module):
             size=size,
             scale_factor=scale,
             mode=self.mode,
-            align_corners=self.align_corners)
+            align_corners=self.align_corners,
+            antialias=self.antialias)

@@ -1,10 +1,11 @@
 """Feature/logit term: student layer, teacher layer, connectors, loss."""
 import inspect
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 
+from visionkd.models.connectors.inference import infer_connectors
 from visionkd.registry import TERM_MODES
 
 from .base_term import BaseDistillTerm, TermContext, TermLayers
@@ -23,6 +24,21 @@ def apply_connector(conn: nn.Module, s: torch.Tensor,
     if 'target' in _forward_params(conn):
         return conn(s, target=t)
     return conn(s)
+
+
+def _settings(module: nn.Module) -> dict:
+    """A module's public attributes (a loss's hyper-parameters)."""
+    return {k: v for k, v in vars(module).items() if not k.startswith('_')}
+
+
+def _called_as_is(module: nn.Module) -> bool:
+    """Whether calling ``module`` is just its class's ``forward``: no
+    forward (pre-)hooks, no ``forward`` replaced on the instance (as
+    ``compile_losses`` does)."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks,
+             nn.modules.module._global_forward_hooks,
+             nn.modules.module._global_forward_pre_hooks)
+    return 'forward' not in vars(module) and not any(hooks)
 
 
 def _as_list(cfg) -> List[dict]:
@@ -49,6 +65,10 @@ class FeatureDistillTerm(BaseDistillTerm):
     A layer returning a tuple (FPN levels) or called once per level gives one
     connector and one loss instance per level, so per-level parameters (e.g.
     FGD's GcBlocks) stay separate; the keys are ``loss_kd_<name>_l<i>``.
+    A parameter-free loss with the same math on every level (PKD, CWD, AT,
+    FitNets MSE) can run once on all levels instead, with the same
+    per-level values and far fewer operator calls (kernel launches); see
+    :attr:`batch_levels` and :meth:`one_call_for_all_levels`.
     ``levels`` keeps a subset of them (e.g. P2-P5 of a five-level FPN);
     ``level_weights`` then has one entry per kept level; with ``levels``
     the two layers may record different numbers of levels (e.g. a
@@ -68,6 +88,12 @@ class FeatureDistillTerm(BaseDistillTerm):
     """
 
     mode = 'feature'
+    #: When a loss that can (``batches_levels``) runs once on all levels:
+    #: ``'auto'`` on accelerators (a GPU: fewer kernel launches), per level
+    #: on the CPU (there the per-level kernels are faster, see
+    #: :mod:`visionkd.models.losses.level_batch`); ``True`` always;
+    #: ``False`` never. Set on the class or a term instance.
+    batch_levels: Union[str, bool] = 'auto'
     cfg_keys = ('mode', 'student', 'teacher', 'loss', 'connector',
                 'teacher_connector', 'weight', 'level_weights', 'levels',
                 'record')
@@ -81,6 +107,9 @@ class FeatureDistillTerm(BaseDistillTerm):
         self.connector_cfgs = _as_list(cfg.get('connector'))
         self.teacher_connector_cfgs = _as_list(cfg.get('teacher_connector'))
         s_levels, t_levels = self._select_levels(ctx, cfg.get('levels'))
+        # tokens <-> maps, class logits of other strides (see the module)
+        self.connector_cfgs, self.teacher_connector_cfgs = infer_connectors(
+            self, ctx, s_levels, t_levels)
         self.num_levels = len(self.level_ids)
         self.connectors = nn.ModuleList()
         #: parameter-free, so never in the state dict
@@ -295,18 +324,58 @@ class FeatureDistillTerm(BaseDistillTerm):
                 f'load annotations in the train pipeline (LoadAnnotations) '
                 f'and pass data_samples to the distiller')
 
+    def _connect(self, lvl: int, student: list, teacher: list) -> tuple:
+        """Student and teacher map of kept level ``lvl`` after their
+        connectors."""
+        src = self.level_ids[lvl]
+        s, t = student[src], teacher[src]
+        if len(self.teacher_connectors[lvl]):
+            with torch.no_grad():
+                for conn in self.teacher_connectors[lvl]:
+                    t = conn(t)
+        for conn in self.connectors[lvl]:
+            s = apply_connector(conn, s, t)
+        return s, t
+
+    def one_call_for_all_levels(self, device: torch.device) -> bool:
+        """Whether one ``forward_levels`` call computes all levels.
+
+        True, where :attr:`batch_levels` allows it on ``device``, for
+        several levels of a loss that offers it (``batches_levels``, see
+        :mod:`visionkd.models.losses.level_batch`) when every level's loss
+        module has the same settings, none reads data samples, and each
+        would run its class's ``forward`` as it is: a compiled loss
+        (``compile_losses``) or one with forward hooks is called per level.
+        """
+        mode = self.batch_levels
+        if not (isinstance(mode, bool) or mode == 'auto'):
+            raise ValueError(f'distill term {self.name!r}: batch_levels '
+                             f"must be 'auto', True or False, got {mode!r}")
+        if mode is False or (mode == 'auto' and device.type == 'cpu'):
+            return False
+        first = self.losses[0]
+        if self.num_levels < 2 or any(self._wants_samples) or not getattr(
+                first, 'batches_levels', False):
+            return False
+        settings = _settings(first)
+        return all(type(m) is type(first) and _called_as_is(m)
+                   and _settings(m) == settings for m in self.losses)
+
     def compute(self, student: list, teacher: list,
                 data_samples: Optional[list]) -> Dict[str, torch.Tensor]:
-        """The loss of every kept level after its connectors."""
+        """The loss of every kept level after its connectors (one call for
+        all levels where :meth:`one_call_for_all_levels`)."""
+        device = student[self.level_ids[0]].device
+        if self.one_call_for_all_levels(device):
+            pairs = [self._connect(lvl, student, teacher)
+                     for lvl in range(self.num_levels)]
+            values = self.run_loss(self.losses[0].forward_levels,
+                                   [s for s, _ in pairs],
+                                   [t for _, t in pairs])
+            return dict(zip(self._suffixes, values.unbind()))
         out = {}
-        for lvl, src in enumerate(self.level_ids):
-            s, t = student[src], teacher[src]
-            if len(self.teacher_connectors[lvl]):
-                with torch.no_grad():
-                    for conn in self.teacher_connectors[lvl]:
-                        t = conn(t)
-            for conn in self.connectors[lvl]:
-                s = apply_connector(conn, s, t)
+        for lvl in range(self.num_levels):
+            s, t = self._connect(lvl, student, teacher)
             loss_fn = self.losses[lvl]
             if self._wants_samples[lvl]:
                 self._check_batch_gt(loss_fn, data_samples)
