@@ -4,6 +4,10 @@ Same flags as mmdet's and mmseg's ``tools/train.py``::
 
     python tools/train.py configs/kd/faster_rcnn_r101_to_r18.py
     python tools/train.py CONFIG --work-dir DIR --amp --resume
+
+A distiller config also gets ``visionkd.DistillSummaryHook`` (a summary of
+the terms at the start, metrics and time per iteration at the end) unless
+it lists one or ``--no-summary`` is given.
 """
 import argparse
 import os
@@ -18,6 +22,8 @@ from mmengine.runner import Runner
 
 import visionkd  # noqa: F401
 from tools.common import load_config
+from visionkd.models.distillers import BaseDistiller
+from visionkd.registry import MODELS
 from visionkd.utils import trust_checkpoint
 
 
@@ -47,6 +53,9 @@ def parse_args() -> argparse.Namespace:
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--no-summary', action='store_true',
+        help='no DistillSummaryHook for a distiller config')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
@@ -54,13 +63,34 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def _has_hook(cfg: Config, name: str) -> bool:
+    return any(str(h.get('type', '')).split('.')[-1] == name
+               for h in cfg.get('custom_hooks', None) or [])
+
+
 def add_rng_state_hook(cfg: Config) -> None:
     """Append ``RNGStateHook`` (exact ``--resume``) unless already there."""
     hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(str(h.get('type', '')).split('.')[-1] == 'RNGStateHook'
-               for h in hooks):
+    if not _has_hook(cfg, 'RNGStateHook'):
         hooks.append(dict(type='visionkd.RNGStateHook'))
     cfg.custom_hooks = hooks
+
+
+def add_summary_hook(cfg: Config) -> bool:
+    """Append ``DistillSummaryHook`` to a distiller config (unless there).
+
+    Returns:
+        Whether the config's model is a visionkd distiller.
+    """
+    model = cfg.get('model', None)
+    typ = model.get('type') if isinstance(model, dict) else None
+    cls = MODELS.get(typ) if isinstance(typ, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, BaseDistiller)):
+        return False
+    if not _has_hook(cfg, 'DistillSummaryHook'):
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [
+            dict(type='visionkd.DistillSummaryHook')]
+    return True
 
 
 def main() -> None:
@@ -97,6 +127,8 @@ def main() -> None:
         trust_checkpoint(args.resume)
 
     add_rng_state_hook(cfg)
+    if not args.no_summary:
+        add_summary_hook(cfg)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -30,6 +30,8 @@ SEG_TERMS = dict(
         region_memory_size=8, pixel_contrast_size=32,
         region_contrast_size=8)),
     mgd=dict(BOT, loss=dict(type='MGDLoss')),
+    af_dcd=dict(BOT, loss=dict(type='AfDCDLoss', num_groups=2, pool_size=0,
+                               patch_size=(2, 2))),
     mse=dict(BOT, connector=[dict(type='ConvConnector'),
                              dict(type='ResizeConnector')],
              loss=dict(type='FeatureMSELoss')),

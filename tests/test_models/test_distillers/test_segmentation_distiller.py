@@ -61,3 +61,20 @@ def test_auxiliary_head_logits_can_be_distilled(seg_batch):
     model.train()
     losses = model(**model.data_preprocessor(seg_batch, True), mode='loss')
     assert losses['loss_kd_aux'].item() > 0
+
+
+def test_seg_teacher_with_other_channel_order_gets_flipped_input():
+    # mmseg's SegDataPreProcessor keeps bgr_to_rgb as channel_conversion
+    # (mmdet's as _channel_conversion): a teacher trained on BGR input
+    # must get the student's RGB batch flipped back
+    teacher = tiny_pspnet(64)
+    teacher['data_preprocessor'] = dict(size=(64, 64), bgr_to_rgb=False)
+    model = build_distiller('seg', CWD_LOGITS, teacher=teacher)
+    s = model.student.data_preprocessor
+    assert s.channel_conversion
+    raw = torch.rand(1, 3, 16, 16) * 255
+    x_s = (raw.flip(1) - s.mean) / s.std
+    t = model.teacher.data_preprocessor
+    x_t = (raw - t.mean) / t.std
+    torch.testing.assert_close(model._teacher_inputs(x_s), x_t,
+                               atol=1e-4, rtol=1e-4)

@@ -1,5 +1,7 @@
 """Distiller core shared by detection and segmentation."""
-from typing import Dict, List, Optional, Tuple, Union
+import contextlib
+import copy
+from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,6 +13,7 @@ from visionkd.models.recorders import DistillRecords, ModelRecorders
 from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
+from .auto_pairing import resolve_auto_terms
 from .grad_share import GradShare
 from .loss_compile import compile_term_losses
 from .teacher_loading import load_teacher_weights
@@ -21,6 +24,16 @@ from .terms.base_term import to_float32
 __all__ = ['BaseDistiller']
 
 ForwardResults = Union[Dict[str, torch.Tensor], list, tuple, torch.Tensor]
+
+
+def _converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
+    """Whether a preprocessor flips the channels (``bgr_to_rgb``): mmdet's
+    ``DetDataPreprocessor`` stores it as ``_channel_conversion``, mmseg's
+    ``SegDataPreProcessor`` as ``channel_conversion``."""
+    for attr in ('_channel_conversion', 'channel_conversion'):
+        if getattr(data_preprocessor, attr, False):
+            return True
+    return False
 
 
 class BaseDistiller(BaseModel):
@@ -73,9 +86,18 @@ class BaseDistiller(BaseModel):
             :mod:`visionkd.models.distillers.grad_share`). 0 (default): off.
         distill_terms: ``{name: term}``; each entry's ``mode`` (default
             ``'feature'``, see :class:`FeatureDistillTerm`) names its class
-            in :data:`visionkd.registry.TERM_MODES`.
+            in :data:`visionkd.registry.TERM_MODES`. A feature term may
+            say ``student='auto'`` / ``teacher='auto'``, and
+            ``distill_terms`` may be a preset name (``'auto'``, ``'fpn'``,
+            ``'logits'``): the layers are paired at build time and the
+            resolved terms logged (see
+            :mod:`visionkd.models.distillers.auto_pairing`); they are
+            :attr:`resolved_distill_terms`.
         dry_run_input_size: (H, W) of the zero image used at build time to
-            read the recorded layers' shapes and validate the terms.
+            read the recorded layers' shapes, validate the terms and pair
+            ``'auto'`` layers. Defaults to (128, 128): enough for a stride
+            128 level to have one pixel; pairing depends on strides and
+            channels only, not on the size.
         init_student: FGD's "inheriting strategy" (Yang et al., CVPR 2022,
             official ``init_student=True``): after the teacher checkpoint is
             loaded, every student parameter and buffer outside
@@ -118,7 +140,7 @@ class BaseDistiller(BaseModel):
                  teacher_channels_last: bool = False,
                  compile_losses: Union[bool, dict] = False,
                  grad_share_interval: int = 0,
-                 distill_terms: Optional[Dict[str, dict]] = None,
+                 distill_terms: Union[str, Dict[str, dict], None] = None,
                  dry_run_input_size: Tuple[int, int] = (128, 128),
                  init_student: bool = False,
                  init_student_skip: Tuple[str, ...] = ('backbone', ),
@@ -142,6 +164,10 @@ class BaseDistiller(BaseModel):
         self.distill_enabled = True
         self.check_finite = bool(check_finite)
         self.grad_share = GradShare(grad_share_interval)
+        #: Times the teacher and the terms in ``loss`` when set (an object
+        #: with ``measure(part) -> context manager``, e.g.
+        #: DistillSummaryHook's); None (default) times nothing.
+        self.step_timer: Optional[Any] = None
         self._build_teacher_input_transform()
         #: Recorders on both models, read by the terms.
         self.records = DistillRecords(
@@ -206,15 +232,18 @@ class BaseDistiller(BaseModel):
                 f'{" / ".join(cls.tasks)} distillers, not {self.task}')
         return cls
 
-    def _build_terms(self, cfgs: Optional[Dict[str, dict]]) -> nn.ModuleDict:
-        """Check every entry, record its layers, dry-run, build the terms.
+    def _build_terms(self, cfgs: Union[str, Dict[str, dict], None]
+                     ) -> nn.ModuleDict:
+        """Resolve ``'auto'`` layers, check every entry, record its
+        layers, dry-run, build the terms.
 
         Each term is built complete from a :class:`TermContext` holding
         the models and what its layers recorded in the dry run.
         """
-        cfgs = cfgs or {}
-        if not isinstance(cfgs, dict):
-            raise TypeError('distill_terms must be a dict {name: term}')
+        cfgs = resolve_auto_terms(self, cfgs)
+        #: The terms as built, ``'auto'`` layers resolved (a copy).
+        self.resolved_distill_terms: Dict[str, dict] = copy.deepcopy(
+            dict(cfgs))
         specs = {}
         for name, cfg in cfgs.items():
             cls = self._term_class(name, cfg)
@@ -315,8 +344,7 @@ class BaseDistiller(BaseModel):
 
         m_s, s_s = stats(dp_s)
         m_t, s_t = stats(dp_t)
-        flip = bool(getattr(dp_s, '_channel_conversion', False)) != bool(
-            getattr(dp_t, '_channel_conversion', False))
+        flip = _converts_bgr_to_rgb(dp_s) != _converts_bgr_to_rgb(dp_t)
         same = not flip and ((m_s is None and m_t is None) or (
             m_s is not None and m_t is not None and torch.allclose(m_s, m_t)
             and torch.allclose(s_s, s_t)))
@@ -433,19 +461,31 @@ class BaseDistiller(BaseModel):
         distill = self.distill_enabled and len(self.distill_terms) > 0
         self.records.clear()
         if distill:
-            self.run_teacher(inputs, data_samples)
+            with self._timed('teacher'):
+                self.run_teacher(inputs, data_samples)
         losses = dict(self.student.loss(inputs, data_samples))
         if distill:
-            for term in self.distill_terms.values():
-                self._add_term_losses(losses, term(self.records,
-                                                   data_samples))
-            if self.check_finite:
-                self._check_finite(losses)
-            if self.grad_share.due():
-                self.grad_share.log(self.grad_share.compute(
-                    self.student, self.distill_terms, losses))
+            with self._timed('distill'):
+                self._distill_losses(losses, data_samples)
         self.records.clear()
         return losses
+
+    def _distill_losses(self, losses: Dict[str, torch.Tensor],
+                        data_samples: Optional[list]) -> None:
+        """Add every term's losses to ``losses`` (and check them)."""
+        for term in self.distill_terms.values():
+            self._add_term_losses(losses, term(self.records, data_samples))
+        if self.check_finite:
+            self._check_finite(losses)
+        if self.grad_share.due():
+            self.grad_share.log(self.grad_share.compute(
+                self.student, self.distill_terms, losses))
+
+    def _timed(self, part: str) -> ContextManager:
+        """``step_timer.measure(part)``, or nothing when no timer is set."""
+        timer = self.step_timer
+        return contextlib.nullcontext() if timer is None else timer.measure(
+            part)
 
     @staticmethod
     def _add_term_losses(losses: Dict[str, torch.Tensor],

@@ -11,14 +11,16 @@ term and per distinct layer on that small parameter subset, with
 ``retain_graph=True``; the optimizer's backward is unchanged.
 The shares go to mmengine's message hub as ``train/grad_share_<term>``, so
 the logger prints them and ``plot_curves.py`` can draw them.
+:mod:`visionkd.engine.hooks.auto_weight_hook` (and the calibration and
+doctor tools built on it) measure the same shares to choose the weights.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.logging import MessageHub
 
-__all__ = ['GradShare']
+__all__ = ['GradShare', 'split_losses']
 
 
 def _grad_norm(loss: torch.Tensor, params: List[nn.Parameter]) -> float:
@@ -58,24 +60,19 @@ class GradShare:
                 losses: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """``{term name: share}`` for this step's ``losses``."""
         modules = dict(student.named_modules())
-        kd_keys = {k for t in terms.values() for k in t.loss_keys}
-        task = [_total(v) for k, v in losses.items()
-                if 'loss' in k and k not in kd_keys and _is_loss(v)]
-        if not task:
+        task_total, term_totals = split_losses(terms, losses)
+        if task_total is None:
             return {}
-        task_total = torch.stack(task).sum()
         task_norms: Dict[str, float] = {}
         shares = {}
-        for name, term in terms.items():
-            params = _params(modules.get(term.student_path))
-            values = [_total(losses[k]) for k in term.loss_keys
-                      if k in losses and _is_loss(losses[k])]
-            if not params or not values:
+        for name, total in term_totals.items():
+            path = terms[name].student_path
+            params = _params(modules.get(path))
+            if not params:
                 continue
-            path = term.student_path
             if path not in task_norms:
                 task_norms[path] = _grad_norm(task_total, params)
-            norm = _grad_norm(torch.stack(values).sum(), params)
+            norm = _grad_norm(total, params)
             shares[name] = norm / max(task_norms[path], 1e-12)
         return shares
 
@@ -83,6 +80,34 @@ class GradShare:
         hub = MessageHub.get_current_instance()
         for name, value in shares.items():
             hub.update_scalar(f'train/grad_share_{name}', value)
+
+
+def split_losses(
+    terms: nn.ModuleDict, losses: Dict[str, torch.Tensor]
+) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+    """The task loss and each term's loss, as scalars with their graphs.
+
+    Args:
+        terms: The distiller's ``distill_terms``.
+        losses: One step's loss dict (``loss`` mode of the distiller).
+
+    Returns:
+        ``(task total, {term name: term total})``: the sum of every loss
+        (a key containing ``'loss'`` that requires grad) that no term owns,
+        or None if there is none; per term, the sum of its keys (terms
+        without a key in ``losses`` are left out).
+    """
+    kd_keys = {k for t in terms.values() for k in t.loss_keys}
+    task = [_total(v) for k, v in losses.items()
+            if 'loss' in k and k not in kd_keys and _is_loss(v)]
+    task_total = torch.stack(task).sum() if task else None
+    totals = {}
+    for name, term in terms.items():
+        values = [_total(losses[k]) for k in term.loss_keys
+                  if k in losses and _is_loss(losses[k])]
+        if values:
+            totals[name] = torch.stack(values).sum()
+    return task_total, totals
 
 
 def _is_loss(v: object) -> bool:
