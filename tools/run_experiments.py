@@ -7,6 +7,11 @@ all on the val split and writes ``results.json``, ``results.md``,
 to ``--work-dir``. Running the same command again resumes: finished runs
 are read back, an interrupted one continues from its last checkpoint.
 
+``--budget iters`` (default) trains every student the same iterations;
+``--budget time`` gives each distilled student the iterations that take it
+the baseline's time, from timing probes of every student config
+(``visionkd/experiments/time_budget.py``; counts kept in ``budget.json``).
+
 Detection (COCO json)::
 
     python tools/run_experiments.py --task det --data-root data/bccd \\
@@ -37,6 +42,7 @@ from visionkd.experiments import (
 )
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.experiment import ExperimentFailed
+from visionkd.experiments.time_budget import BUDGETS
 
 #: Environment variables quoted with the command in results.md.
 _ENV_SHOWN = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')
@@ -87,6 +93,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'student waits for its teacher; each run gets '
                         'cpu_count // jobs threads unless OMP_NUM_THREADS is '
                         'set (default: 1)')
+    parser.add_argument('--budget', choices=BUDGETS, default='iters',
+                        help="iters: every student trains the preset's "
+                        'iterations; time: a distilled student trains as '
+                        'long as the baseline (fewer iterations, measured '
+                        'by a probe of each config; default: iters)')
+    parser.add_argument('--probe-iters', type=int, default=10,
+                        help='--budget time: timed iterations per probe '
+                        '(default: 10)')
+    parser.add_argument('--probe-warmup', type=int, default=2,
+                        help='--budget time: untimed iterations before '
+                        '(default: 2)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config')
     return parser.parse_args(argv)
@@ -108,6 +125,8 @@ def main(argv=None) -> int:
         preset=args.preset, methods=args.methods, seeds=args.seeds,
         teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
         student_iters=args.student_iters, jobs=args.jobs,
+        budget=args.budget, probe_iters=args.probe_iters,
+        probe_warmup=args.probe_warmup,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
                         if k in os.environ) +

@@ -78,7 +78,12 @@ def test_every_method_names_its_config():
         if spec.name == 'fitnet':  # no official detection setting
             assert spec.source is None
             continue
-        assert spec.source.startswith(f'configs/{spec.name}/'), spec.name
+        # configs/<method>/, or for '<method>_<family>' the family's folder
+        method, _, family = spec.name.rpartition('_')
+        assert spec.source.startswith(f'configs/{spec.name}/') or (
+            family == spec.arch and spec.source.startswith(
+                f'configs/{family}/') and spec.source.endswith(
+                f'_{method}.py')), spec.name
         assert osp.isfile(osp.join(REPO_ROOT, spec.source)), spec.source
         assert set(spec.build_terms(PAPER[spec.task])) == set(
             _config(spec).model.distill_terms), spec.name

@@ -311,3 +311,124 @@ def test_subprocess_env_threads(monkeypatch):
     env = _subprocess_env(threads=2)
     assert env['OMP_NUM_THREADS'] == '2'
     assert env['OMP_WAIT_POLICY'] == 'PASSIVE'
+
+
+def _budget_executor(started):
+    """Stand-in for execute_run recording each run's iterations."""
+    from visionkd.experiments.run_executor import RunResult
+
+    def execute(run, root, task, checkpoint=None, echo=print, threads=None):
+        started.append((run.name, run.iters))
+        return RunResult(name=run.name, metric=40.0,
+                         checkpoint=f'{run.name}.pth',
+                         config=run.config_path(root),
+                         seconds=2.0 * max(run.iters, 1), iters=run.iters,
+                         role=run.role, seed=run.seed)
+    return execute
+
+
+def _time_opts(work_dir, budget='time'):
+    opts = _det_opts(work_dir, budget=budget, student_iters=6)
+    opts.methods = ['fitnet']
+    return opts
+
+
+@needs_data
+def test_time_budget_gives_a_costlier_method_fewer_iterations(
+        tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    import visionkd.experiments.experiment as experiment
+    started, probed = [], []
+    monkeypatch.setattr(experiment, 'execute_run', _budget_executor(started))
+
+    def probe(name, cfg, root, warmup, iters, echo=print, threads=None):
+        probed.append((name, cfg['train_cfg']['max_iters'], warmup, iters))
+        return {'baseline': 1.0, 'fitnet': 1.5}[name]  # measured, injected
+    monkeypatch.setattr(experiment, 'run_probe', probe)
+    doc = experiment.run_experiments(_time_opts(tmp_path),
+                                     echo=lambda line: None)
+    # the method probed between two probes of the baseline, each at its
+    # run's schedule (6 iterations)
+    assert probed == [('baseline', 6, 2, 10), ('fitnet', 6, 2, 10),
+                      ('baseline', 6, 2, 10)]
+    # 6 x 1.0 / 1.5 = 4 iterations for the distilled run, 6 for the baseline
+    assert started == [('teacher', 2), ('baseline_seed0', 6),
+                       ('fitnet_seed0', 4)]
+    cfg = Config.fromfile(str(tmp_path / 'configs' / 'fitnet.py'))
+    assert cfg.train_cfg.max_iters == 4 and cfg.train_cfg.val_interval == 4
+    base = Config.fromfile(str(tmp_path / 'configs' / 'baseline.py'))
+    assert base.train_cfg.max_iters == 6
+    sched = doc['schedule']
+    assert sched['budget'] == 'time' and sched['student_iters'] == 6
+    assert sched['time_budget']['configs']['fitnet'] == dict(
+        iters=4, seconds_per_iter=1.5, baseline='baseline',
+        baseline_seconds_per_iter=1.0)
+    text = (tmp_path / 'results.md').read_text()
+    assert 'budget: time' in text and 'Budget: time --' in text
+    assert '| fitnet | 4 | 1.500 | baseline (1.000 s/iteration) |' in text
+    assert 'fitnet_seed0 8 (4 it, 2.00 s/it)' in text
+    runs = {r['name']: r for r in json.loads(
+        (tmp_path / 'runs.json').read_text())['runs']}
+    assert runs['fitnet_seed0']['iters'] == 4
+    assert runs['fitnet_seed0']['probe_seconds_per_iter'] == 1.5
+    assert runs['fitnet_seed0']['seconds_per_iter'] == 2.0
+    assert runs['baseline_seed0']['iters'] == 6
+
+    # resuming: the persisted count, not a new probe (which would give 3)
+    started.clear()
+    monkeypatch.setattr(experiment, 'run_probe', lambda *a, **k: 1 / 0)
+    experiment.run_experiments(_time_opts(tmp_path), echo=lambda line: None)
+    assert ('fitnet_seed0', 4) in started
+    with pytest.raises(ValueError, match='--budget time'):
+        experiment.run_experiments(_time_opts(tmp_path, budget='iters'),
+                                   echo=lambda line: None)
+
+
+@needs_data
+def test_a_run_finished_with_another_count_is_not_reused(tmp_path,
+                                                         monkeypatch):
+    import visionkd.experiments.experiment as experiment
+    from visionkd.experiments.run_executor import RunResult
+    run_dir = tmp_path / 'runs' / 'baseline_seed0'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'result.json').write_text(json.dumps(RunResult(
+        name='baseline_seed0', metric=1.0, checkpoint='b.pth',
+        config='b.py', seconds=1.0, iters=2).to_dict()))
+    monkeypatch.setattr(experiment, 'execute_run', _budget_executor([]))
+    with pytest.raises(ValueError, match='baseline_seed0 finished with 2'):
+        experiment.run_experiments(_det_opts(tmp_path, student_iters=3),
+                                   echo=lambda line: None)
+
+
+@needs_data
+def test_time_probe_trains_a_few_iterations_and_times_them(tmp_path):
+    from visionkd.experiments.time_budget import run_probe
+    data = DataSpec(BCCD, 'annotations/train.json', 'annotations/val.json')
+    preset = get_preset('det', 'tiny')
+    cfg = run_config(preset, data, data.class_names('det'), 'baseline',
+                     'faster_rcnn')
+    seconds = run_probe('baseline', cfg, str(tmp_path), warmup=1, iters=2,
+                        echo=lambda line: None)
+    assert 0.0 < seconds < 600.0
+    work = tmp_path / 'probes' / 'baseline'
+    steps = [json.loads(line)['step'] for line in
+             next(work.glob('*/vis_data/scalars.json')).read_text()
+             .splitlines() if '"time"' in line]
+    assert steps == [1, 2, 3]  # every iteration logged, no validation
+    assert not list(work.glob('*.pth'))  # and no checkpoint
+
+
+def test_results_png_has_one_bar_group_per_family():
+    from visionkd.experiments.results_plot import _bar_groups
+    doc = dict(metric='bbox_mAP', teacher=dict(metric=50.0),
+               baseline=dict(metric=[40.0]),
+               methods=dict(pkd=dict(metric=[41.0]),
+                            ld=dict(metric=[35.0], arch='gfl',
+                                    teacher=dict(metric=40.0),
+                                    baseline=dict(metric=[30.0])),
+                            fgd=dict(metric=[42.0])))
+    names, series, greys, spans = _bar_groups(doc)
+    assert names == ['baseline', 'pkd', 'fgd', 'baseline (gfl)', 'ld']
+    assert greys == [0, 3]
+    assert spans == [(None, 0, 2, 50.0), ('gfl', 3, 4, 40.0)]

@@ -16,6 +16,8 @@ does the work. The pieces, one per module:
 * :mod:`.results_report` -- ``results.json`` and ``results.md``;
 * :mod:`.results_plot` -- ``results.png``;
 * :mod:`.progress` -- run counter and ETA;
+* :mod:`.time_budget` -- ``--budget time``: probe seconds per
+  iteration and give each distilled student the baseline's time;
 * :mod:`.experiment` -- the orchestration.
 """
 from .experiment import ExperimentOptions, run_experiments

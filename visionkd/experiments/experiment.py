@@ -1,10 +1,12 @@
 """Orchestration: plan, run (resumably) and report an experiment.
 
 :func:`run_experiments` is a few steps: :func:`_prepare` (preset, methods,
-plan, ``experiment.json``), :func:`_restore` (runs finished in an earlier
-session), :func:`_execute` (the thread pool, driven by the pure
-:class:`~.scheduler.RunScheduler`) and :meth:`ExperimentState.write_reports`
-(``results.json``, ``results.md``, ``runs.json``, ``results.png``).
+plan, ``experiment.json``, ``budget.json``), :func:`_budget` (``--budget
+time``: timing probes and each distilled run's iterations), :func:`_restore`
+(runs finished in an earlier session), :func:`_execute` (the thread pool,
+driven by the pure :class:`~.scheduler.RunScheduler`) and
+:meth:`ExperimentState.write_reports` (``results.json``, ``results.md``,
+``runs.json``, ``results.png``).
 """
 import dataclasses
 import json
@@ -22,11 +24,22 @@ from .presets import Preset, get_preset
 from .progress import Progress
 from .results_plot import plot_results
 from .results_report import build_results, write_json, write_markdown
-from .run_configs import METRIC_KEYS, run_config, write_config
+from .run_configs import (
+    METRIC_KEYS,
+    family_optimizer,
+    run_config,
+    write_config,
+)
 from .run_executor import RunFailed, RunResult, execute_run, read_result
 from .run_plan import Run, plan_runs
 from .scalars_log import train_curves
 from .scheduler import RunScheduler, Step
+from .time_budget import (
+    BudgetBook,
+    apply_budget,
+    run_probe,
+    stretched_schedule,
+)
 
 __all__ = ['ExperimentOptions', 'ExperimentFailed', 'ExperimentState',
            'run_experiments']
@@ -55,6 +68,11 @@ class ExperimentOptions:
             distilled student waits for its teacher; teachers and baselines
             start at once. Unless ``OMP_NUM_THREADS`` is set, each run gets
             ``cpu_count // jobs`` threads.
+        budget: ``'iters'``: every student trains ``student_iters``;
+            ``'time'``: a distilled student gets the iterations that take
+            it the baseline's time (see :mod:`.time_budget`).
+        probe_iters: ``'time'``: timed iterations of each probe.
+        probe_warmup: ``'time'``: probe iterations left out first.
     """
 
     task: str
@@ -70,6 +88,9 @@ class ExperimentOptions:
     command: Optional[str] = None
     title: Optional[str] = None
     jobs: int = 1
+    budget: str = 'iters'
+    probe_iters: int = 10
+    probe_warmup: int = 2
 
 
 class ExperimentFailed(RuntimeError):
@@ -89,6 +110,8 @@ class ExperimentState:
         plan: All runs, in plan order.
         results: Run name -> result of the finished runs.
         configs: Method name -> its config file.
+        budget: The budget mode and the students' iteration counts
+            (``budget.json``).
     """
 
     opts: ExperimentOptions
@@ -97,6 +120,7 @@ class ExperimentState:
     seeds: List[int]
     classes: List[str]
     plan: List[Run]
+    budget: BudgetBook
     results: Dict[str, RunResult] = field(default_factory=dict)
     configs: Dict[str, str] = field(default_factory=dict)
 
@@ -110,12 +134,23 @@ class ExperimentState:
             f'{osp.basename(osp.abspath(self.opts.data.root))} '
             f'({self.preset.name})')
 
+    def run_preset(self, run: Run) -> Preset:
+        """The preset with a student's schedule stretched to its run."""
+        if run.role == 'teacher':
+            return self.preset
+        return dataclasses.replace(self.preset, schedule=stretched_schedule(
+            self.preset.schedule, run.iters))
+
+    def run_cfg(self, run: Run, teacher_ckpt: Optional[str]) -> dict:
+        """The config dict of ``run``."""
+        return run_config(self.run_preset(run), self.opts.data,
+                          self.classes, run.role, run.arch, run.method,
+                          teacher_ckpt, self.opts.cfg_options)
+
     def write_config(self, run: Run, teacher_ckpt: Optional[str]) -> str:
         """Write ``run``'s config (remembered for its method); its path."""
-        cfg = run_config(self.preset, self.opts.data, self.classes,
-                         run.role, run.arch, run.method, teacher_ckpt,
-                         self.opts.cfg_options)
-        path = write_config(cfg, run.config_path(self.root))
+        path = write_config(self.run_cfg(run, teacher_ckpt),
+                            run.config_path(self.root))
         if run.method is not None:
             self.configs[run.method.name] = osp.abspath(path)
         return path
@@ -130,7 +165,27 @@ class ExperimentState:
             crop=list(preset.crop) if preset.crop else None,
             seeds=list(self.seeds), teacher_ckpt=opts.teacher_ckpt,
             data_root=osp.abspath(opts.data.root), train=opts.data.train,
-            val=opts.data.val, classes=list(self.classes))
+            val=opts.data.val, classes=list(self.classes),
+            optimizer=self._optimizers(), budget=self.budget.mode,
+            **self._time_budget())
+
+    def _optimizers(self) -> str:
+        """The optimizer of every model family the runs use, e.g.
+        ``'faster_rcnn: SGD lr 0.02; rtmdet: AdamW lr 0.004'``."""
+        archs = sorted({m.arch or self.preset.default_arch
+                        for m in self.methods} or {self.preset.default_arch})
+        parts = []
+        for arch in archs:
+            opt = family_optimizer(self.preset, arch, len(self.classes))
+            parts.append(f'{arch}: {opt["type"]} lr {opt["lr"]}')
+        return '; '.join(parts)
+
+    def _time_budget(self) -> dict:
+        """``time_budget`` of the schedule: probe and per-config counts."""
+        if self.budget.mode != 'time':
+            return {}
+        return dict(time_budget=dict(probe=self.budget.probe,
+                                     configs=self.budget.entries))
 
     def write_reports(self) -> dict:
         """Write every report of what has finished; the results document."""
@@ -140,10 +195,11 @@ class ExperimentState:
                             self.methods, self.preset.default_arch,
                             self.configs, self.schedule())
         write_json(doc, osp.join(self.root, 'results.json'))
-        seconds = {r.name: r.seconds for r in self.results.values()
-                   if r.iters}
+        trained = {r.name: r.iters - r.resumed_from
+                   for r in self.results.values() if r.iters}
+        seconds = {name: self.results[name].seconds for name in trained}
         write_markdown(doc, osp.join(self.root, 'results.md'), self.title(),
-                       self.opts.command, seconds)
+                       self.opts.command, seconds, trained)
         write_json(dict(runs=self.manifest()),
                    osp.join(self.root, 'runs.json'))
         plot_results(doc, self.curves(), osp.join(self.root, 'results.png'),
@@ -164,6 +220,10 @@ class ExperimentState:
                 checkpoint=res.checkpoint if res else None,
                 metric=res.metric if res else None,
                 seconds=res.seconds if res else None,
+                iters=run.iters,
+                seconds_per_iter=_per_iter(res),
+                probe_seconds_per_iter=self.budget.entries.get(
+                    run.config_name, {}).get('seconds_per_iter'),
                 status='done' if res else 'pending or failed'))
         return rows
 
@@ -175,6 +235,14 @@ class ExperimentState:
                 for run in self.plan
                 if run.seed == first and run.role != 'teacher'
                 and run.name in self.results}
+
+
+def _per_iter(res: Optional[RunResult]) -> Optional[float]:
+    """A run's wall seconds per iteration trained in its last session
+    (its evaluation included); None if it has not finished or trained."""
+    if res is None or res.iters <= res.resumed_from:
+        return None
+    return round(res.seconds / (res.iters - res.resumed_from), 3)
 
 
 def _preset(opts: ExperimentOptions) -> Preset:
@@ -193,6 +261,9 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
     """Check the options, plan the runs, write ``experiment.json``."""
     if opts.jobs < 1:
         raise ValueError(f'jobs must be >= 1, got {opts.jobs}')
+    if opts.probe_iters < 1 or opts.probe_warmup < 0:
+        raise ValueError(f'probe_iters must be >= 1 and probe_warmup >= 0, '
+                         f'got {opts.probe_iters} and {opts.probe_warmup}')
     preset = _preset(opts)
     methods = methods_for(opts.task, opts.methods)
     seeds = list(opts.seeds)
@@ -203,15 +274,47 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
         raise FileNotFoundError(f'--teacher-ckpt {opts.teacher_ckpt!r} does '
                                 f'not exist')
     sched = preset.schedule
+    book = BudgetBook.open(osp.join(root, 'budget.json'), opts.budget,
+                           sched.student_iters,
+                           dict(warmup=opts.probe_warmup,
+                                iters=opts.probe_iters))
     plan = plan_runs(methods, seeds, preset.default_arch,
                      sched.teacher_iters, sched.student_iters,
                      train_teacher=opts.teacher_ckpt is None)
     with open(osp.join(root, 'experiment.json'), 'w') as f:
         json.dump(dict(command=opts.command, task=opts.task,
                        preset=preset.name, seeds=seeds,
-                       methods=[m.name for m in methods],
+                       methods=[m.name for m in methods], budget=book.mode,
                        runs=[r.name for r in plan]), f, indent=2)
-    return ExperimentState(opts, preset, methods, seeds, classes, plan)
+    return ExperimentState(opts, preset, methods, seeds, classes, plan,
+                           book)
+
+
+def _probe_teacher(state: ExperimentState, arch: str) -> Optional[str]:
+    """A teacher checkpoint for a probe of ``arch``'s methods, if any (a
+    probe only times the step: an untrained teacher costs the same)."""
+    if arch == state.preset.default_arch and state.opts.teacher_ckpt:
+        return state.opts.teacher_ckpt
+    for run in state.plan:
+        if run.role == 'teacher' and run.arch == arch:
+            done = read_result(run.work_dir(state.root))
+            return done.checkpoint if done else None
+    return None
+
+
+def _budget(state: ExperimentState, say: Callable[[str], None],
+            threads: Optional[int]) -> None:
+    """Give the distilled runs their iterations (probing if needed)."""
+    opts = state.opts
+
+    def probe(run: Run) -> float:
+        cfg = state.run_cfg(run, _probe_teacher(state, run.arch))
+        return run_probe(run.config_name, cfg, state.root,
+                         opts.probe_warmup, opts.probe_iters, say, threads)
+
+    state.plan = apply_budget(state.plan, state.budget,
+                              osp.join(state.root, 'budget.json'), probe,
+                              say)
 
 
 def _restore(state: ExperimentState, scheduler: RunScheduler,
@@ -221,6 +324,12 @@ def _restore(state: ExperimentState, scheduler: RunScheduler,
         prev = read_result(run.work_dir(state.root))
         if prev is None:
             continue
+        if run.iters and prev.iters != run.iters:
+            raise ValueError(
+                f'{run.name} finished with {prev.iters} iterations in '
+                f'{state.root}, the plan gives it {run.iters} (budget '
+                f'{state.budget.mode}): resume with the command that '
+                f'started it, or use a new --work-dir')
         state.results[run.name] = prev
         if run.method is not None:
             state.configs[run.method.name] = prev.config
@@ -319,13 +428,15 @@ def run_experiments(opts: ExperimentOptions,
     state = _prepare(opts)
     say = _serialized(echo)
     say(f'{len(state.plan)} runs ({opts.task}, preset {state.preset.name}, '
-        f'seeds {state.seeds}, methods {[m.name for m in state.methods]}) '
-        f'in {state.root}' +
+        f'seeds {state.seeds}, methods {[m.name for m in state.methods]}, '
+        f'budget {state.budget.mode}) in {state.root}' +
         (f', {opts.jobs} at a time' if opts.jobs > 1 else ''))
+    threads = _threads_per_run(opts.jobs)
+    _budget(state, say, threads)
     progress = Progress(state.plan, say, jobs=opts.jobs)
     scheduler = RunScheduler(state.plan, jobs=opts.jobs)
     _restore(state, scheduler, progress)
-    _execute(state, scheduler, progress, say, _threads_per_run(opts.jobs))
+    _execute(state, scheduler, progress, say, threads)
     doc = state.write_reports()
     echo(f'results: {osp.join(state.root, "results.md")}')
     if scheduler.failed:

@@ -26,7 +26,9 @@ Adding a method is one entry: ``_register(MethodSpec('roi_kd', 'det',
 _as_is, 'configs/roi_kd/....py'))``. A method that needs another model
 family (LD needs a GFL student and teacher) names it in ``arch``; the
 preset must define that family (``Preset.archs``), and the runner trains
-its own teacher and baseline for it.
+its own teacher and baseline for it. A method of another family has the
+family in its name when the plain name is taken (``cwd_rtmdet``,
+``pkd_rtmdet``: the RTMDet recipes of ``configs/rtmdet``).
 """
 import copy
 import functools
@@ -248,6 +250,18 @@ _register(MethodSpec('bckd', 'det', _as_is,
 _register(MethodSpec('crosskd', 'det', _as_is,
                      'configs/crosskd/gfl_r101_to_r50_fpn_1x_coco_crosskd.py',
                      arch='gfl_same_width'))
+# The RTMDet family (mmdet's RTMDet-s -> RTMDet-tiny at the presets'
+# scales). The mmyolo CWD recipe on the three neck outputs (NormConnector
+# on both sides, the student's with a 1x1 conv to the teacher's width) and
+# PKD on P3-P5 (one entry, a ConvConnector per level): both losses are
+# means (CWD: KL per channel / (N x C); PKD: MSE of normalised maps) and
+# the connectors read their channels off the models, so the configs' terms
+# as they are. CrossKD does not support RTMDetSepBNHead (see
+# configs/rtmdet/README.md).
+_RTMDET = 'configs/rtmdet/rtmdet_s_to_tiny_300e_coco_{}.py'
+for _name in ('cwd', 'pkd'):
+    _register(MethodSpec(f'{_name}_rtmdet', 'det', _as_is,
+                         _RTMDET.format(_name), arch='rtmdet'))
 
 
 # ------------------------------------------------------------- segmentation

@@ -2,7 +2,7 @@
 import os
 from typing import Dict, List, Optional
 
-from .results_report import mean_std
+from .results_report import has_default_family, mean_std
 
 __all__ = ['plot_results']
 
@@ -25,8 +25,10 @@ def _bar_groups(doc: dict):
     groups: Dict[Optional[str], List[str]] = {}
     for name, entry in doc['methods'].items():
         groups.setdefault(entry.get('arch'), []).append(name)
-    groups.setdefault(None, [])
-    order = [None] + [a for a in groups if a is not None]
+    if has_default_family(doc):
+        groups.setdefault(None, [])
+    # the default family (key None) first, each family once
+    order = sorted(groups, key=lambda a: a is not None)
     names, series, greys, spans = [], [], [], []
     for arch in order:
         methods = groups[arch]

@@ -4,7 +4,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ['mean_std', 'build_results', 'write_json', 'write_markdown']
+__all__ = ['mean_std', 'build_results', 'has_default_family', 'write_json',
+           'write_markdown']
 
 
 def mean_std(values: Sequence[Optional[float]]):
@@ -57,6 +58,18 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
     return doc
 
 
+def has_default_family(doc: dict) -> bool:
+    """Whether the default family's teacher and baseline were planned.
+
+    They are unless every method needs another family (the runner trains
+    only the families the methods need): the document's top-level
+    ``teacher`` / ``baseline`` stay null then and the reports leave them
+    out.
+    """
+    return not doc['methods'] or any(
+        'arch' not in e for e in doc['methods'].values())
+
+
 def write_json(doc: dict, path: str) -> None:
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
@@ -91,35 +104,16 @@ def _method_row(name: str, values: List[Optional[float]],
             f'{closed} | {beyond} |')
 
 
-def write_markdown(doc: dict, path: str, title: str,
-                   command: Optional[str] = None,
-                   seconds: Optional[Dict[str, float]] = None) -> None:
-    """The results table (teacher, baseline, methods) as markdown."""
-    metric = doc['metric']
+def _family_rows(doc: dict) -> List[str]:
+    """The method rows: the main family's first, then one block per other
+    family (its own teacher and baseline, e.g. LD on GFL) so that every
+    gain reads against the rows right above it."""
     teacher = doc['teacher']['metric']
     base = doc['baseline']['metric']
-    bm, bs, bn = mean_std(base)
-    lines = [f'# {title}', '']
-    sched = doc['schedule']
-    lines.append(', '.join(f'{k}: {v}' for k, v in sched.items()
-                           if not isinstance(v, (dict, list))) + '.')
-    lines.append('')
-    if command:
-        lines += ['```bash', command, '```', '']
-    lines += [
-        f'| model | {metric} (mean ± std) | per seed | gain | gap closed '
-        '| all seeds > best baseline seed |',
-        '|---|---|---|---|---|---|',
-        f'| teacher | {"n/a" if teacher is None else f"{teacher:.1f}"} | '
-        '| | | |',
-        f'| baseline student | {_fmt(bm, bs, bn)} | {_seeds(base)} | | | |',
-    ]
-    # methods of the main family first, then one block per other family
-    # (its own teacher and baseline, e.g. LD on GFL) so every gain reads
-    # against the rows right above it
     families: Dict[Optional[str], List[str]] = {}
     for name, entry in doc['methods'].items():
         families.setdefault(entry.get('arch'), []).append(name)
+    lines = []
     for arch, names in families.items():
         if arch is not None:
             first = doc['methods'][names[0]]
@@ -136,6 +130,91 @@ def write_markdown(doc: dict, path: str, title: str,
             t = entry.get('teacher', {}).get('metric', teacher)
             b = entry.get('baseline', {}).get('metric', base)
             lines.append(_method_row(name, entry['metric'], t, b))
+    return lines
+
+
+def _budget_lines(sched: dict) -> List[str]:
+    """What ``--budget`` the students had, and the time-matched counts."""
+    mode = sched.get('budget')
+    if mode is None:  # an experiment of before --budget
+        return []
+    if mode != 'time':
+        return [f'Budget: iters -- every student trains '
+                f'{sched["student_iters"]} iterations (`--budget time` '
+                'gives each distilled student the baseline\'s time '
+                'instead).', '']
+    budget = sched.get('time_budget', {})
+    probe = budget.get('probe', {})
+    lines = [
+        'Budget: time -- each distilled student trains round(baseline '
+        'iterations x t_baseline / t_method) iterations, its schedule '
+        'stretched to that length; t is the median seconds per training '
+        f'iteration of a probe ({probe.get("warmup", "?")} warm-up + '
+        f'{probe.get("iters", "?")} timed iterations of each config, one '
+        'after the other before training: the baselines, the methods, the '
+        'baselines again; a method is matched to its baseline\'s time '
+        'interpolated between those two probes).', '',
+        '| config | iterations | probe s/iteration | matched to |',
+        '|---|---|---|---|']
+    for name, entry in budget.get('configs', {}).items():
+        ref = entry.get('baseline')
+        match = '' if ref is None else \
+            f'{ref} ({entry["baseline_seconds_per_iter"]:.3f} s/iteration)'
+        lines.append(f'| {name} | {entry["iters"]} | '
+                     f'{entry["seconds_per_iter"]:.3f} | {match} |')
+    return lines + ['']
+
+
+def _wall_time_line(seconds: Dict[str, float],
+                    trained: Optional[Dict[str, int]]) -> str:
+    def one(name: str, sec: float) -> str:
+        n = (trained or {}).get(name)
+        if not n:
+            return f'{name} {sec:.0f}'
+        return f'{name} {sec:.0f} ({n} it, {sec / n:.2f} s/it)'
+    return ('Wall time per run (s, this machine; s/it includes the final '
+            'validation): ' +
+            ', '.join(one(k, v) for k, v in seconds.items()) + '.')
+
+
+def write_markdown(doc: dict, path: str, title: str,
+                   command: Optional[str] = None,
+                   seconds: Optional[Dict[str, float]] = None,
+                   trained: Optional[Dict[str, int]] = None) -> None:
+    """The results table (teacher, baseline, methods) as markdown.
+
+    Args:
+        doc: The ``results.json`` document.
+        path: The ``.md`` file to write.
+        title: Its title.
+        command: The command line, quoted under the schedule.
+        seconds: Run name -> wall seconds of its last session.
+        trained: Run name -> iterations trained in that session (adds
+            seconds per iteration to the wall times).
+    """
+    metric = doc['metric']
+    teacher = doc['teacher']['metric']
+    base = doc['baseline']['metric']
+    bm, bs, bn = mean_std(base)
+    lines = [f'# {title}', '']
+    sched = doc['schedule']
+    lines.append(', '.join(f'{k}: {v}' for k, v in sched.items()
+                           if not isinstance(v, (dict, list))) + '.')
+    lines.append('')
+    if command:
+        lines += ['```bash', command, '```', '']
+    lines += _budget_lines(sched)
+    lines += [
+        f'| model | {metric} (mean ± std) | per seed | gain | gap closed '
+        '| all seeds > best baseline seed |',
+        '|---|---|---|---|---|---|']
+    if has_default_family(doc):
+        lines += [
+            f'| teacher | {"n/a" if teacher is None else f"{teacher:.1f}"} '
+            '| | | | |',
+            f'| baseline student | {_fmt(bm, bs, bn)} | {_seeds(base)} '
+            '| | | |']
+    lines += _family_rows(doc)
     lines += [
         '',
         f'{metric} on the val split, 0-100; std is the sample standard '
@@ -143,8 +222,7 @@ def write_markdown(doc: dict, path: str, title: str,
         'closed = gain / (teacher - baseline mean).',
     ]
     if seconds:
-        lines += ['', 'Wall time per run (s, this machine): ' + ', '.join(
-            f'{k} {v:.0f}' for k, v in seconds.items()) + '.']
+        lines += ['', _wall_time_line(seconds, trained)]
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         f.write('\n'.join(lines) + '\n')

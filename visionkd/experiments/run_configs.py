@@ -1,6 +1,7 @@
 """Full mmengine configs of the runner's runs (teacher, students)."""
 import copy
 import functools
+import json
 import os
 import os.path as osp
 from typing import Optional, Sequence, Tuple
@@ -13,8 +14,8 @@ from .dataset_configs import DataSpec, dataset_cfg
 from .methods import MethodSpec, ModelInfo
 from .presets import Preset
 
-__all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'run_config',
-           'write_config']
+__all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'family_optimizer',
+           'run_config', 'write_config']
 
 #: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
 METRIC_KEYS = {
@@ -68,7 +69,26 @@ def model_info(preset: Preset, teacher: dict, student: dict,
                      batch_size=preset.schedule.batch_size)
 
 
-def _schedule(preset: Preset, iters: int) -> dict:
+def family_optimizer(preset: Preset, arch: str,
+                     num_classes: int) -> dict:
+    """``optim_wrapper.optimizer`` of a model family's runs.
+
+    The family's own (``ModelPair.optimizer``, e.g. RTMDet's AdamW) or SGD
+    with momentum 0.9 and the preset's ``lr`` and ``weight_decay``.
+    """
+    if arch not in preset.archs:
+        raise ValueError(f'preset {preset.name!r} ({preset.task}) has no '
+                         f'model family {arch!r}; it has '
+                         f'{sorted(preset.archs)}')
+    own = preset.archs[arch](num_classes).optimizer
+    if own is not None:
+        return copy.deepcopy(own)
+    sched = preset.schedule
+    return dict(type='SGD', lr=sched.lr, momentum=0.9,
+                weight_decay=sched.weight_decay)
+
+
+def _schedule(preset: Preset, iters: int, optimizer: dict) -> dict:
     sched = preset.schedule
     warm = min(sched.warmup_iters, max(iters - 1, 0))
     schedulers = []
@@ -86,9 +106,7 @@ def _schedule(preset: Preset, iters: int) -> dict:
         else:
             schedulers.append(dict(type='PolyLR', power=0.9, eta_min=1e-4,
                                    by_epoch=False, begin=warm, end=iters))
-    optim = dict(type='OptimWrapper', optimizer=dict(
-        type='SGD', lr=sched.lr, momentum=0.9,
-        weight_decay=sched.weight_decay))
+    optim = dict(type='OptimWrapper', optimizer=optimizer)
     if sched.clip_grad is not None:
         optim['clip_grad'] = dict(max_norm=sched.clip_grad, norm_type=2)
     return dict(
@@ -135,7 +153,8 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
     sched = preset.schedule
     iters = sched.teacher_iters if role == 'teacher' else sched.student_iters
     cfg = Config(runtime)
-    cfg.merge_from_dict(_schedule(preset, iters))
+    cfg.merge_from_dict(_schedule(
+        preset, iters, family_optimizer(preset, arch, len(classes))))
     cfg.merge_from_dict(dataset_cfg(data, preset, classes))
     if role == 'teacher':
         model = teacher
@@ -150,6 +169,9 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
                                 else 'SegmentationDistiller'),
             student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
             distill_terms=method.build_terms(info))
+        teacher_metric = _teacher_metric(preset.task, teacher_ckpt)
+        if teacher_metric is not None:
+            cfg.teacher_metric = teacher_metric  # for the run's summary
     else:
         raise ValueError(f'unknown role {role!r}')
     cfg.model = copy.deepcopy(model)
@@ -157,6 +179,18 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg.to_dict()
+
+
+def _teacher_metric(task: str,
+                    teacher_ckpt: Optional[str]) -> Optional[float]:
+    """The teacher run's metric (its ``result.json`` beside the checkpoint)
+    on the evaluator's scale, for DistillSummaryHook; None if unknown."""
+    path = osp.join(osp.dirname(teacher_ckpt or ''), 'result.json')
+    if not teacher_ckpt or not osp.isfile(path):
+        return None
+    with open(path) as f:
+        metric = json.load(f).get('metric')
+    return None if metric is None else metric / METRIC_KEYS[task][1]
 
 
 def write_config(cfg: dict, path: str) -> str:

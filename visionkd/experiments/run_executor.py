@@ -22,7 +22,7 @@ from .run_plan import Run
 from .scalars_log import last_value
 
 __all__ = ['RunFailed', 'RunResult', 'read_result', 'last_checkpoint',
-           'checkpoint_iter', 'execute_run']
+           'checkpoint_iter', 'stream_command', 'execute_run']
 
 _TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 _TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
@@ -119,9 +119,9 @@ def _subprocess_env(threads: Optional[int] = None) -> dict:
     return env
 
 
-def _stream(cmd: List[str], log_path: str,
-            echo: Callable[[str], None], prefix: str,
-            threads: Optional[int] = None) -> List[str]:
+def stream_command(cmd: List[str], log_path: str,
+                   echo: Callable[[str], None], prefix: str,
+                   threads: Optional[int] = None) -> List[str]:
     """Run ``cmd``; append its output to the log; echo progress lines."""
     lines = []
     with open(log_path, 'a') as log:
@@ -169,7 +169,7 @@ def _train(run: Run, work_dir: str, config: str, log: str, key: str,
         resumed_from = checkpoint_iter(ckpt)
         echo(f'    {run.name}: resuming from {ckpt}')
         cmd.append('--resume')
-    _stream(cmd + _seed_opt(run), log, echo, run.name, threads)
+    stream_command(cmd + _seed_opt(run), log, echo, run.name, threads)
     checkpoint = last_checkpoint(work_dir)
     if checkpoint is None or checkpoint_iter(checkpoint) != run.iters:
         raise RunFailed(f'{run.name}: training ended without the '
@@ -184,9 +184,9 @@ def _evaluate(run: Run, work_dir: str, config: str, log: str, key: str,
     """Raw ``key`` metric of ``checkpoint`` from ``tools/test.py``."""
     if checkpoint is None:
         raise RunFailed(f'{run.name}: no checkpoint to evaluate')
-    lines = _stream([sys.executable, _TEST, config, checkpoint,
-                     '--work-dir', osp.join(work_dir, 'test')] +
-                    _seed_opt(run), log, echo, run.name, threads)
+    lines = stream_command([sys.executable, _TEST, config, checkpoint,
+                            '--work-dir', osp.join(work_dir, 'test')] +
+                           _seed_opt(run), log, echo, run.name, threads)
     metrics = _test_metric(lines)
     if metrics == {} and key.startswith('coco/'):
         # mmdet's CocoMetric returns no metrics when the model detected

@@ -1,0 +1,144 @@
+"""make demo: the method comes from the ranking; summary, config, PNGs."""
+import json
+import os.path as osp
+import pickle
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tests.conftest import REPO
+from tools.demo import figures, ranking, run_demo
+
+RANKING = osp.join(REPO, 'docs', 'results', 'ranking.json')
+
+
+def _doc(teacher, base, methods, task='det'):
+    return dict(task=task, metric='bbox_mAP', teacher=dict(metric=teacher),
+                baseline=dict(metric=base), methods=methods,
+                schedule=dict(preset='cpu-small', student_iters=300,
+                              seeds=[0, 1]))
+
+
+def test_ranking_averages_the_gap_closed_over_datasets(tmp_path):
+    a = _doc(50.0, [40.0, 42.0], {
+        'good': dict(metric=[45.0, 46.0]),     # +4.5 of a 9 gap: 0.5
+        'tie': dict(metric=[43.75, 43.75]),    # +2.75 / 9 = 0.306
+        'ld': dict(metric=[35.0, 36.0], arch='gfl',
+                   teacher=dict(metric=40.0),
+                   baseline=dict(metric=[30.0, 32.0]))})
+    b = _doc(30.0, [20.0, 20.0], {
+        'good': dict(metric=[21.0, 21.0]),     # 0.1: mean 0.3
+        'tie': dict(metric=[23.0, 23.0])})     # 0.3: mean 0.303
+    paths = {}
+    for name, doc in (('a', a), ('b', b)):
+        (tmp_path / name).mkdir()
+        paths[name] = str(tmp_path / name / 'results.json')
+        with open(paths[name], 'w') as f:
+            json.dump(doc, f)
+    det = ranking.build_ranking(paths)['tasks']['det']
+    rows = det['ranking']
+    assert [r['method'] for r in rows] == ['tie', 'good']
+    assert rows[0]['rank'] == 1 and rows[0]['gap_closed'] == 0.303
+    assert rows[1]['gap_closed'] == 0.3 and rows[1]['gain'] == 2.75
+    assert rows[1]['datasets']['a'] == dict(
+        metric=45.5, gain=4.5, gap_closed=0.5,
+        beats_every_baseline_seed=True, seeds=2)
+    # another family is listed against its own baseline, not ranked
+    assert det['other_families']['ld']['a']['gain'] == 4.5
+    assert det['datasets']['b']['baseline'] == 20.0
+
+
+def test_published_ranking_is_up_to_date_and_puts_roi_kd_first():
+    with open(RANKING) as f:
+        published = json.load(f)
+    det = published['tasks']['det']
+    sources = {name: osp.join(REPO, d['source'])
+               for name, d in det['datasets'].items()}
+    assert published == ranking.build_ranking(sources), (
+        f'docs/results/ranking.json is stale: run {published["command"]}')
+    assert det['ranking'][0]['method'] == 'roi_kd'
+
+
+def test_demo_uses_the_best_ranked_method_it_can_run():
+    with open(RANKING) as f:
+        published = json.load(f)
+    available = run_demo.demo_methods()
+    assert 'roi_kd' in available and 'ld' not in available  # GFL family
+    method, why = run_demo.choose_method(published, available)
+    assert method == 'roi_kd'
+    assert why.startswith('roi_kd, ranked 1st of 8 detection methods in '
+                          'docs/results/ranking.json')
+    assert 'bccd: +6.95 bbox_mAP, 87 % of the gap, 2 seed(s)' in why
+    # a top method that does not run on the demo's Faster R-CNN is skipped
+    # with a note, and --method overrides the ranking
+    fake = json.loads(json.dumps(published))
+    fake['tasks']['det']['ranking'].insert(0, dict(
+        rank=0, method='crosskd', gap_closed=1.2, gain=4.8, datasets={}))
+    method, why = run_demo.choose_method(fake, available)
+    assert method == 'roi_kd' and 'not on these models: crosskd' in why
+    method, why = run_demo.choose_method(published, available, 'pkd')
+    assert method == 'pkd' and 'chosen with --method; ranked 8th' in why
+    with pytest.raises(SystemExit, match='does not run on the demo'):
+        run_demo.choose_method(published, available, 'crosskd')
+
+
+@pytest.mark.parametrize('method', ['roi_kd', 'fgd'])
+def test_demo_config_has_the_runners_terms(tmp_path, method):
+    from visionkd.experiments import get_preset, methods_for
+    from visionkd.experiments.dataset_configs import DataSpec
+    from visionkd.experiments.run_configs import run_config
+    spec, = methods_for('det', [method])
+    path = run_demo.write_distill_config(spec, str(tmp_path / 'kd.py'))
+    cfg = Config.fromfile(path)
+    data = DataSpec(osp.join(REPO, 'tools', 'demo', 'data', 'bccd_mini'),
+                    'annotations/train.json', 'annotations/val.json',
+                    classes=run_demo.CLASSES)
+    runner = run_config(get_preset('det', 'cpu-small'), data,
+                        run_demo.CLASSES, 'distill', 'faster_rcnn', spec)
+    assert cfg.model.distill_terms.to_dict() == \
+        runner['model']['distill_terms']
+    assert cfg.model.type == 'visionkd.DetectionDistiller'
+    assert cfg.train_cfg.max_iters == 300  # the baseline's schedule
+    assert cfg.train_dataloader.dataset.data_root.endswith('bccd_mini/')
+
+
+def test_summary_reports_gain_gap_pngs_and_log():
+    results = {n: {'coco/bbox_mAP': v, 'coco/bbox_mAP_50': v + 0.3}
+               for n, v in (('teacher', 0.47), ('baseline', 0.40),
+                            ('distilled', 0.421))}
+    seconds = dict(teacher=300.0, baseline=200.0, distilled=250.0)
+    lines = run_demo.summary(results, seconds, 'roi_kd', 'roi_kd, ranked',
+                             ['w/predictions.png', 'w/results.png'],
+                             'w/demo.log')
+    text = '\n'.join(lines)
+    assert 'Distillation method: roi_kd, ranked' in text
+    assert 'teacher                  47.0    77.0      300' in text
+    assert 'distilled (roi_kd)       42.1    72.1      250' in text
+    assert ('gain: +2.1 mAP (distilled - baseline); gap closed: 30 % of '
+            'the 7.0-point teacher-baseline gap') in text
+    assert 'PNGs: w/predictions.png, w/results.png' in text
+    assert 'log: w/demo.log' in text
+    results['teacher']['coco/bbox_mAP'] = 0.39
+    assert 'gap closed: n/a' in '\n'.join(run_demo.summary(
+        results, seconds, 'roi_kd', '', [], 'log'))
+
+
+def test_predictions_png_draws_ground_truth_and_each_model(tmp_path):
+    image = osp.join(REPO, 'tools', 'demo', 'data', 'bccd_mini', 'images',
+                     'BloodImage_00000.jpg')
+    box = torch.tensor([[10.0, 10.0, 60.0, 50.0], [5.0, 5.0, 9.0, 9.0]])
+    record = dict(img_id=0, img_path=image, scale_factor=(1.0, 1.0),
+                  gt_instances=dict(bboxes=box[:1],
+                                    labels=torch.tensor([0])),
+                  pred_instances=dict(bboxes=box, labels=torch.tensor([0, 2]),
+                                      scores=torch.tensor([0.9, 0.1])))
+    dump = tmp_path / 'p.pkl'
+    dump.write_bytes(pickle.dumps([record]))
+    assert figures._boxes(record['pred_instances'], score_thr=0.3) == [
+        (10.0, 10.0, 60.0, 50.0, 0)]
+    out = figures.draw_predictions({'baseline': str(dump),
+                                    'distilled': str(dump)},
+                                   {'distilled': 'roi_kd 42.1'},
+                                   str(tmp_path / 'p.png'), run_demo.CLASSES)
+    assert osp.getsize(out) > 10000
