@@ -22,7 +22,6 @@ more than ``--rtol`` or a gradient by more than ``--grad-rtol``.
 """
 import argparse
 import os.path as osp
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch
 
+from tools.analysis_tools.official_source import read_official
 from visionkd.models.losses import AfDCDLoss
 
 OFFICIAL_FILE = 'losses/ocmgd.py'
@@ -51,20 +51,11 @@ SETTINGS: Dict[str, Tuple[dict, dict]] = {
 }
 
 
-def read_official(repo: Path, rev: str) -> str:
-    """The text of the official loss file (checkout or git dir)."""
-    if (repo / OFFICIAL_FILE).is_file():
-        return (repo / OFFICIAL_FILE).read_text()
-    git_dir = repo / '.git' if (repo / '.git').exists() else repo
-    return subprocess.run(
-        ['git', f'--git-dir={git_dir}', 'show', f'{rev}:{OFFICIAL_FILE}'],
-        check=True, capture_output=True, text=True).stdout
-
-
 def load_official(repo: Path, rev: str) -> types.ModuleType:
     """The official module, executed from its text."""
     module = types.ModuleType('official_ocmgd')
-    exec(compile(read_official(repo, rev), OFFICIAL_FILE, 'exec'),
+    exec(compile(read_official(repo, OFFICIAL_FILE, rev),
+                 OFFICIAL_FILE, 'exec'),
          module.__dict__)
     return module
 

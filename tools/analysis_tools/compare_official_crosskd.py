@@ -40,7 +40,6 @@ import ast
 import math
 import os.path as osp
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,6 +53,10 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import visionkd  # noqa: F401
+from tools.analysis_tools.official_source import (
+    official_commit,
+    read_official,
+)
 from visionkd.registry import MODELS as VKD_MODELS
 from visionkd.utils.model_spec import merge_cfg, resolve_model_cfg
 
@@ -118,25 +121,6 @@ OUR_KEYS = {'loss_cls_kd': 'loss_kd_crosskd_cls',
 
 # ----------------------------------------------------------------------
 # the official code, read at run time
-def read_official(repo: Path, path: str, rev: str) -> str:
-    """The text of ``path`` in the official ``repo`` (a checkout or a git
-    dir; ``rev`` for the latter)."""
-    if (repo / path).is_file():
-        return (repo / path).read_text()
-    git_dir = repo / '.git' if (repo / '.git').exists() else repo
-    return subprocess.run(
-        ['git', f'--git-dir={git_dir}', 'show', f'{rev}:{path}'],
-        check=True, capture_output=True, text=True).stdout
-
-
-def official_commit(repo: Path, rev: str) -> str:
-    """The commit of ``rev`` (``'?'`` for a checkout without git)."""
-    git_dir = repo / '.git' if (repo / '.git').exists() else repo
-    out = subprocess.run(['git', f'--git-dir={git_dir}', 'rev-parse', rev],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or '?'
-
-
 def patch_source(text: str) -> Tuple[str, List[str]]:
     """``text`` with :data:`IMPORT_PATCHES` applied, and the patches that
     changed something."""

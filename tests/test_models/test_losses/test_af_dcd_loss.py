@@ -152,3 +152,9 @@ def test_dtype_is_kept():
                      patch_size=(2, 2)).double()
     s, t = torch.randn(1, 4, 4, 4).double(), torch.randn(1, 4, 4, 4).double()
     assert loss(s, t).dtype == torch.float64
+
+
+def test_maps_of_other_sizes_name_the_connector():
+    loss = AfDCDLoss(4, 8, num_groups=2, pool_size=0, patch_size=(2, 2))
+    with pytest.raises(ValueError, match='ResizeConnector'):
+        loss(torch.randn(1, 4, 8, 8), torch.randn(1, 8, 4, 4))

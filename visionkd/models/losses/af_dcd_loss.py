@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
+from .seg_utils import check_same_size
+
 __all__ = ['AfDCDLoss']
 
 
@@ -215,10 +217,7 @@ class AfDCDLoss(nn.Module):
         Returns:
             Scalar loss.
         """
-        if preds_S.shape[-2:] != preds_T.shape[-2:]:
-            raise ValueError(f'AfDCDLoss needs maps of equal size, got '
-                             f'student {tuple(preds_S.shape)} and teacher '
-                             f'{tuple(preds_T.shape)}')
+        check_same_size(preds_S, preds_T, 'AfDCDLoss')
         if self.align is not None:
             preds_S = self.align(preds_S)
         N = preds_T.shape[0]
