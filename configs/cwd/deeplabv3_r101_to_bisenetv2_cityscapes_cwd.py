@@ -8,21 +8,16 @@
 # exp_cwd.sh). The four auxiliary FCN heads (auxiliary_head.<i>) train on
 # labels only; one more term on 'auxiliary_head.<i>.conv_seg' would
 # distil one of them.
-_base_ = ['mmseg::bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py']
-
-teacher_ckpt = 'https://download.openmmlab.com/mmsegmentation/v0.5/deeplabv3/deeplabv3_r101-d8_512x1024_80k_cityscapes/deeplabv3_r101-d8_512x1024_80k_cityscapes_20200606_113503-9e428899.pth'  # noqa: E501
+_base_ = [
+    'mmseg::bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py',
+    '../_base_/distill/deeplabv3_r101_logits_cwd.py'
+]
 
 model = dict(
     _delete_=True,
     type='visionkd.SegmentationDistiller',
     student=('mmseg::bisenetv2/'
              'bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py'),
-    teacher=('mmseg::deeplabv3/'
-             'deeplabv3_r101-d8_4xb2-80k_cityscapes-512x1024.py'),
-    teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(
-        logits=dict(
-            student='decode_head.conv_seg',
-            teacher='decode_head.conv_seg',
-            loss=dict(type='ChannelWiseDivergence', tau=4.0,
-                      loss_weight=3.0))))
+    teacher=_base_.deeplabv3_r101_teacher,
+    teacher_ckpt=_base_.deeplabv3_r101_teacher_ckpt,
+    distill_terms=_base_.logits_cwd_terms)
