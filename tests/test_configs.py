@@ -17,6 +17,7 @@ from mmengine.registry import DefaultScope
 
 from tests.conftest import REPO
 from visionkd.registry import MODELS
+from visionkd.utils import without_teacher_weights
 
 
 def _kd_configs() -> list:
@@ -49,20 +50,31 @@ KD_CONFIGS = _kd_configs()
 STATE_KEYS = osp.join(REPO, 'tests', 'data', 'distiller_state_dict_keys.json')
 
 
+#: state-dict prefixes of whole models (summarised by count and hash)
+_MODELS = ('student.', 'online_teachers.', 'ema_teachers.')
+
+
 def state_dict_summary(model) -> dict:
     """The distiller's non-student keys in full, the student's as a hash."""
     keys = sorted(model.state_dict())
     student = [k for k in keys if k.startswith('student.')]
-    return dict(
-        distiller_keys=[k for k in keys if not k.startswith('student.')],
+    out = dict(
+        distiller_keys=[k for k in keys if not k.startswith(_MODELS)],
         student_keys=len(student),
         student_keys_sha256=hashlib.sha256(
             '\n'.join(student).encode()).hexdigest())
+    # online and EMA teachers: whole mmdet/mmseg models, summarised so
+    teachers = [k for k in keys if k.startswith(_MODELS[1:])]
+    if teachers:
+        out['teacher_keys'] = len(teachers)
+        out['teacher_keys_sha256'] = hashlib.sha256(
+            '\n'.join(teachers).encode()).hexdigest()
+    return out
 
 
 def build_config_model(path: str):
     cfg = Config.fromfile(path)
-    cfg.model.teacher_ckpt = None
+    without_teacher_weights(cfg.model)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         return cfg, MODELS.build(cfg.model)
 
@@ -92,7 +104,9 @@ def test_kd_config_builds(path):
     # short configs: teacher/student by reference, data/schedule by _base_
     text = open(path).read()
     assert len(text.splitlines()) < 60
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    for name, teacher in model.teachers.items():
+        if model.teacher_kind(name) in ('frozen', 'ema'):
+            assert not any(p.requires_grad for p in teacher.parameters())
     del model
     torch.set_grad_enabled(True)
 

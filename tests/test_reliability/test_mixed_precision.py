@@ -24,6 +24,7 @@ SEG_TERMS = dict(
     dist=dict(SEG, loss=dict(type='DISTLoss')),
     pair=dict(BOT, loss=dict(type='PairWiseAffinityLoss')),
     ifvd=dict(BOT, loss=dict(type='IFVDLoss', num_classes=19)),
+    bpkd=dict(SEG, loss=dict(type='BPKDLoss')),
     cirkd_mb=dict(BOT, loss=dict(type='CIRKDMiniBatchLoss')),
     cirkd_mem=dict(BOT, loss=dict(
         type='CIRKDMemoryLoss', num_classes=19, pixel_memory_size=64,

@@ -139,6 +139,7 @@ RECIPES = {
     'PixelWiseKDLoss': Recipe('seg_logits'),
     'DISTLoss': Recipe('seg_logits'),
     'KLDivergence': Recipe('seg_logits', dict(tau=4.0)),
+    'BPKDLoss': Recipe('seg_logits', gt='seg'),
     'KDQualityFocalLoss': Recipe('head', dict(beta=1.0)),
     # CrossKD on GFL: the side bins of every location, avg_factor 4
     'KDKLDivLoss': Recipe('head', dict(T=1.0, class_reduction='sum'),

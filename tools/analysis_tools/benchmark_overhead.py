@@ -41,6 +41,7 @@ from mmengine.registry import DefaultScope
 import visionkd  # noqa: F401
 from visionkd.models.distillers import DetectionDistiller
 from visionkd.registry import MODELS
+from visionkd.utils import without_teacher_weights
 
 
 def rss_mb() -> float:
@@ -163,7 +164,7 @@ def make_batch(model, batch_size: int, size: Tuple[int, int],
 def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
               iters: int, warmup: int, device: str,
               num_boxes: int = 8) -> dict:
-    cfg.model.teacher_ckpt = None
+    without_teacher_weights(cfg.model)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         model = MODELS.build(cfg.model).to(device)

@@ -284,10 +284,11 @@ def visualize(cfg: Config, image: str, out_dir: str,
         if term.mode != 'feature':
             continue  # head-level terms record calls, not feature maps
         s_lv = model.records.student.levels(term.student_key)
-        t_lv = model.records.teacher.levels(term.teacher_key)
+        t_lv = model.records.of(term.source.targets[0]).levels(
+            term.teacher_key)
         multi = len(s_lv) > 1
         for lvl, src in enumerate(term.level_ids):
-            s, t = s_lv[src], t_lv[src]
+            s, t = s_lv[src], t_lv[term.teacher_level_ids[lvl]]
             tag = term.name + (f'_l{src}' if multi else '')
             panels = [('image', shown, {})]
             for who, feat in (('teacher', t), ('student', s)):

@@ -8,7 +8,12 @@ from .checkpoint import (
     trust_checkpoint,
 )
 from .config_scope import config_root, register_config_scope, resolve_config
-from .model_spec import config_path, merge_cfg, resolve_model_cfg
+from .model_spec import (
+    config_path,
+    merge_cfg,
+    resolve_model_cfg,
+    without_teacher_weights,
+)
 from .op_count import count_aten_calls
 
 __all__ = [
@@ -17,5 +22,5 @@ __all__ = [
     'UnsafeCheckpointError', 'is_run_checkpoint', 'load_http_checkpoint',
     'load_local_checkpoint', 'torch_load_weights', 'trust_checkpoint',
     'merge_cfg',
-    'resolve_model_cfg'
+    'resolve_model_cfg', 'without_teacher_weights'
 ]

@@ -101,3 +101,23 @@ def resolve_model_cfg(spec: Union[str, dict], default_scope: str,
     cfg.setdefault('_scope_', scope)
     # mmdet/mmseg models read nested configs by attribute (train_cfg.rpn)
     return ConfigDict(cfg)
+
+
+def without_teacher_weights(model_cfg) -> None:
+    """Set every teacher checkpoint of a distiller config to None, in place.
+
+    ``teacher_ckpt`` of the one-teacher form and ``ckpt`` of each entry of
+    ``teachers``: the model builds with random teacher weights and nothing
+    is read or downloaded (tests, benchmarks, dry runs).
+
+    Args:
+        model_cfg: The ``model`` dict (or ``ConfigDict``) of a distiller
+            config.
+    """
+    teachers = model_cfg.get('teachers')
+    if teachers:
+        for entry in teachers.values():
+            if isinstance(entry, dict) and 'model' in entry:
+                entry['ckpt'] = None
+    else:
+        model_cfg['teacher_ckpt'] = None

@@ -24,6 +24,10 @@ class StubRecords:
         self.student = _Recorded(student)
         self.teacher = _Recorded(teacher)
 
+    def of(self, name: str) -> '_Recorded':
+        """``'student'`` or the (only) teacher, as DistillRecords.of."""
+        return self.student if name == 'student' else self.teacher
+
 
 def build_term(name: str, cfg: dict, student_levels: List[Any],
                teacher_levels: List[Any], student: Optional[nn.Module] = None,

@@ -34,6 +34,7 @@ LOSS_CASES = {
     'PixelWiseKDLoss': (dict(tau=2.0), SHAPE, None),
     'PairWiseAffinityLoss': (dict(), SHAPE, None),
     'IFVDLoss': (dict(num_classes=3), SHAPE, 'seg'),
+    'BPKDLoss': (dict(edge_kernel_size=3), SHAPE, 'seg'),
     'CIRKDMiniBatchLoss': (dict(), SHAPE, None),
     'CIRKDMemoryLoss': (dict(num_classes=3, teacher_channels=4,
                              pixel_memory_size=50, region_memory_size=10,

@@ -19,6 +19,13 @@ to spell them out:
   subsampled, when it shrinks). The loss itself never resizes (see the
   losses' docstrings).
 
+* **a teacher at its own input scale** (``teacher_input=dict(
+  scale_factor=...)``): when the teacher's maps differ in size from the
+  student's, a :class:`ResizeConnector` first in the teacher's chain
+  resizes the teacher map to the student map's size (bilinear,
+  antialiased), so the loss (and any ground-truth mask it builds from the
+  student's image metas) works at the student's resolution.
+
 Feature maps of other strides or channels are not aligned silently: the
 term's shape check asks for ``ConvConnector`` / ``ResizeConnector``. What
 was inferred is logged (INFO) per term.
@@ -130,6 +137,19 @@ def _infer_resize(term, ctx, s: torch.Tensor, t: torch.Tensor,
             f'{tuple(t.shape[2:])})']
 
 
+def _infer_teacher_scale(term, ctx, s: torch.Tensor, t: torch.Tensor,
+                         teacher: List[dict]) -> List[str]:
+    """Prepend a teacher-side ResizeConnector for a teacher at another
+    input scale."""
+    if getattr(ctx, 'teacher_scale', 1.0) == 1.0 or s.dim() != 4 or \
+            t.dim() != 4 or s.shape[2:] == t.shape[2:] or _has(
+                teacher, _RESIZE):
+        return []
+    teacher.insert(0, dict(type=_RESIZE, antialias=True))
+    return [f'{_RESIZE} (teacher at {ctx.teacher_scale}x input: its map '
+            f'{tuple(t.shape[2:])} -> student {tuple(s.shape[2:])})']
+
+
 def infer_connectors(term, ctx, s_levels: Sequence[torch.Tensor],
                      t_levels: Sequence[torch.Tensor]
                      ) -> Tuple[List[dict], List[dict]]:
@@ -159,7 +179,8 @@ def infer_connectors(term, ctx, s_levels: Sequence[torch.Tensor],
     # levels of one layer share a layout: the first one decides
     s, t = s_levels[0], t_levels[0]
     notes = _infer_tokens(term, s, t, student, teacher)
-    notes += _infer_resize(term, ctx, s, t, student)
+    scaled = _infer_teacher_scale(term, ctx, s, t, teacher)
+    notes += scaled or _infer_resize(term, ctx, s, t, student)
     if notes:
         MMLogger.get_current_instance().info(
             f'distill term {term.name!r}: inferred connector(s) '

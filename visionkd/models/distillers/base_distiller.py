@@ -14,26 +14,25 @@ from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
 from .auto_pairing import resolve_auto_terms
+from .distill_teacher import DistillTeacher
+from .ema_teacher import PREFIX as EMA_PREFIX
+from .ema_teacher import (
+    ema_state,
+    ema_update,
+    load_ema_state,
+    make_ema_teacher,
+)
 from .grad_share import GradShare
 from .loss_compile import compile_term_losses
-from .teacher_loading import load_teacher_weights
+from .teacher_fusion import TermSource, split_source
 from .teacher_precision import TeacherPrecision
+from .teacher_specs import TeacherSpec, teacher_specs
 from .terms import TermContext
 from .terms.base_term import to_float32
 
 __all__ = ['BaseDistiller']
 
 ForwardResults = Union[Dict[str, torch.Tensor], list, tuple, torch.Tensor]
-
-
-def _converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
-    """Whether a preprocessor flips the channels (``bgr_to_rgb``): mmdet's
-    ``DetDataPreprocessor`` stores it as ``_channel_conversion``, mmseg's
-    ``SegDataPreProcessor`` as ``channel_conversion``."""
-    for attr in ('_channel_conversion', 'channel_conversion'):
-        if getattr(data_preprocessor, attr, False):
-            return True
-    return False
 
 
 class BaseDistiller(BaseModel):
@@ -53,12 +52,22 @@ class BaseDistiller(BaseModel):
       every recorded teacher layer has produced its output, so distilling
       the FPN computes backbone+neck only and never the teacher's heads or
       task loss.
+    * Several teachers (``teachers=dict(<name>=dict(...))``), a teacher at
+      its own input scale, online, EMA and self teachers: see
+      :mod:`visionkd.models.distillers.teacher_specs` and docs/frameworks.md.
+      Frozen and EMA teachers are kept out of ``parameters()`` like the one
+      teacher (an EMA teacher's weights are in the checkpoint as
+      ``ema_teachers.<name>.*``); online teachers are child modules
+      (``online_teachers.<name>``: optimizer, DDP, checkpoint) and train
+      with their own task loss, logged as ``<name>.loss_*``.
 
     Args:
         student: Student model: an inline model dict, a config reference
             (``'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'``, a local
             file) or ``dict(config=<ref>, **overrides)``.
-        teacher: Teacher model, same forms as ``student``.
+        teacher: Teacher model, same forms as ``student``; or
+            ``dict(kind='ema', decay=0.999)`` (an EMA of the student) or
+            ``'self'`` (self-distillation). None with ``teachers``.
         teacher_ckpt: Local path or URL of the teacher weights. ``None`` only
             for tests and smoke runs (a warning is logged). Loaded with
             ``weights_only=True`` unless it is a run's own checkpoint (see
@@ -115,6 +124,19 @@ class BaseDistiller(BaseModel):
             iteration as soon as a distillation term is NaN/Inf, before
             the optimizer step (so the last checkpoint stays the last good
             one). Costs one host sync per iteration.
+        teachers: Several teachers, ``{name: dict(model=<ref>,
+            ckpt=<path>, ckpt_strict=True, input=dict(scale_factor=1.0),
+            trainable=False)}`` or ``{name: dict(kind='ema' | 'self')}``,
+            instead of ``teacher``/``teacher_ckpt``; a term reads one with
+            ``from_teacher='<name>'`` (default: the first) or fuses several
+            (``from_teacher=('a', 'b'), fuse='mean'``, see
+            :mod:`visionkd.models.distillers.teacher_fusion`).
+        teacher_input: ``dict(scale_factor=s)``: the teacher sees the
+            student's batch resized by ``s`` (its data samples scaled too);
+            feature terms resize the teacher's maps to the student's.
+        teacher_trainable: The teacher trains with the student (online
+            distillation; with ``direction='student_to_teacher'`` terms,
+            deep mutual learning).
         data_preprocessor: Ignored: the student's preprocessor is always
             used (mmengine's runner fills this argument from a top-level
             ``data_preprocessor`` of the config). The teacher receives the
@@ -133,7 +155,7 @@ class BaseDistiller(BaseModel):
 
     def __init__(self,
                  student: Union[str, dict],
-                 teacher: Union[str, dict],
+                 teacher: Union[str, dict, None] = None,
                  teacher_ckpt: Optional[str] = None,
                  teacher_ckpt_strict: bool = True,
                  teacher_precision: Optional[str] = None,
@@ -145,20 +167,28 @@ class BaseDistiller(BaseModel):
                  init_student: bool = False,
                  init_student_skip: Tuple[str, ...] = ('backbone', ),
                  check_finite: bool = True,
+                 teachers: Optional[Dict[str, dict]] = None,
+                 teacher_input: Optional[dict] = None,
+                 teacher_trainable: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = resolve_model_cfg(student, self.default_scope,
                                         'student')
-        teacher_cfg = resolve_model_cfg(teacher, self.default_scope,
-                                        'teacher')
+        if not isinstance(teacher_ckpt_strict, bool):
+            raise TypeError('teacher_ckpt_strict must be True or False, got '
+                            f'{teacher_ckpt_strict!r}')
+        specs = teacher_specs(teacher, teachers, teacher_ckpt,
+                              teacher_ckpt_strict, teacher_input,
+                              teacher_trainable)
         student_model = ROOT_MODELS.build(student_cfg)
         super().__init__(
             data_preprocessor=student_model.data_preprocessor,
             init_cfg=init_cfg)
         self.student = student_model
-        self._set_teacher(teacher_cfg, teacher_ckpt, teacher_ckpt_strict,
-                          TeacherPrecision(teacher_precision,
-                                           teacher_channels_last))
+        self._check_task(self.student, 'student')
+        self.online_teachers = nn.ModuleDict()
+        self._set_teachers(specs, TeacherPrecision(teacher_precision,
+                                                   teacher_channels_last))
         self.dry_run_input_size = tuple(dry_run_input_size)
         #: Set False (e.g. by DistillStopHook) to train the student alone.
         self.distill_enabled = True
@@ -168,50 +198,99 @@ class BaseDistiller(BaseModel):
         #: with ``measure(part) -> context manager``, e.g.
         #: DistillSummaryHook's); None (default) times nothing.
         self.step_timer: Optional[Any] = None
-        self._build_teacher_input_transform()
-        #: Recorders on both models, read by the terms.
+        #: Recorders on every model, read by the terms.
         self.records = DistillRecords(
             student=ModelRecorders(self.student, 'student'),
-            teacher=ModelRecorders(self.teacher, 'teacher'))
+            teachers={n: ModelRecorders(t.model, t.spec.role)
+                      for n, t in self._teachers.items()})
         self.distill_terms = self._build_terms(distill_terms)
-        compiled = compile_term_losses(self.distill_terms, compile_losses)
-        if compiled:
-            MMLogger.get_current_instance().info(
-                f'compile_losses: {", ".join(compiled)}')
-        # Load the teacher last so configuration errors come first. The
-        # runner's init_weights() never reaches the teacher (not a child).
-        self.load_teacher()
+        self._compile_losses(compile_losses)
         self.init_student = bool(init_student)
         self.init_student_skip = tuple(init_student_skip)
+        self._check_init_student()
+        # Load the teachers last so configuration errors come first. The
+        # runner's init_weights() never reaches frozen teachers (not
+        # children) and re-loads online ones (see init_weights).
+        self.load_teacher()
         if self.init_student:
             self.inherit_from_teacher()
 
     # ------------------------------------------------------------------
     # build-time helpers
-    def _set_teacher(self, cfg: dict, ckpt: Optional[str], strict: bool,
-                     precision: TeacherPrecision) -> None:
-        """Build the frozen teacher (loaded later, see :meth:`load_teacher`).
-        """
-        # The teacher only runs in eval mode: SyncBN there is plain BN, and
-        # reverting it lets the teacher run without a process group.
-        teacher_model = revert_sync_batchnorm(ROOT_MODELS.build(cfg))
-        self._check_task(self.student, 'student')
-        self._check_task(teacher_model, 'teacher')
-        # Not a child module on purpose (see class docstring).
-        object.__setattr__(self, 'teacher', teacher_model)
-        self.teacher_ckpt = ckpt
-        if not isinstance(strict, bool):
-            raise TypeError('teacher_ckpt_strict must be True or False, got '
-                            f'{strict!r}')
-        self.teacher_ckpt_strict = strict
-        self._teacher_loaded = False
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+    def _compile_losses(self, compile_losses: Union[bool, dict]) -> None:
+        compiled = compile_term_losses(self.distill_terms, compile_losses)
+        if compiled:
+            MMLogger.get_current_instance().info(
+                f'compile_losses: {", ".join(compiled)}')
+
+    def _build_teacher_model(self, spec: TeacherSpec) -> nn.Module:
+        """The model of one teacher (frozen/online: built from its config;
+        EMA: a copy of the student; self: the student)."""
+        if spec.kind == 'self':
+            return self.student
+        if spec.kind == 'ema':
+            return make_ema_teacher(self.student, spec.role)
+        cfg = resolve_model_cfg(spec.model, self.default_scope, spec.role)
+        model = ROOT_MODELS.build(cfg)
+        self._check_task(model, spec.role)
+        if spec.kind == 'frozen':
+            # It only runs in eval mode: SyncBN there is plain BN, and
+            # reverting it lets it run without a process group.
+            model = revert_sync_batchnorm(model)
+        return model
+
+    def _set_teachers(self, specs: Dict[str, TeacherSpec],
+                      precision: TeacherPrecision) -> None:
+        """Build every teacher (checkpoints loaded later, see
+        :meth:`load_teacher`)."""
+        teachers: Dict[str, DistillTeacher] = {}
+        for name, spec in specs.items():
+            model = self._build_teacher_model(spec)
+            if spec.kind in ('frozen', 'ema'):
+                model.requires_grad_(False)
+                model.eval()
+                precision.prepare(model)
+            elif spec.kind == 'online':
+                self.online_teachers[name] = model
+            teachers[name] = DistillTeacher(spec, model, self.student,
+                                            precision)
+            if spec.kind == 'frozen' and spec.ckpt is None:
+                MMLogger.get_current_instance().warning(
+                    f'{spec.ckpt_key} is None: the {spec.role} keeps its '
+                    f'initial weights')
+        # Not child modules on purpose (see the class docstring).
+        object.__setattr__(self, '_teachers', teachers)
+        first = next(iter(teachers.values()))
+        object.__setattr__(self, 'teacher', first.model)
+        self.teacher_ckpt = first.spec.ckpt
+        self.teacher_ckpt_strict = first.spec.ckpt_strict
         self.teacher_precision = precision
-        precision.prepare(self.teacher)
-        if ckpt is None:
-            MMLogger.get_current_instance().warning(
-                'teacher_ckpt is None: the teacher keeps its initial weights')
+
+    @property
+    def teachers(self) -> Dict[str, nn.Module]:
+        """The teacher models by name (the one-teacher form: ``teacher``)."""
+        return {n: t.model for n, t in self._teachers.items()}
+
+    def teacher_kind(self, name: str) -> str:
+        """``'frozen'``, ``'online'``, ``'ema'`` or ``'self'``."""
+        return self._teachers[name].kind
+
+    def _check_init_student(self) -> None:
+        if not self.init_student:
+            return
+        first = next(iter(self._teachers.values()))
+        if first.kind in ('ema', 'self'):
+            raise ValueError(
+                f"init_student=True copies a trained teacher's weights into "
+                f"the student, but the teacher is kind='{first.kind}' (the "
+                f'student itself): drop init_student')
+        if first.kind == 'online' and first.spec.ckpt is None:
+            raise ValueError(
+                f'init_student=True copies the teacher\'s weights into the '
+                f'student, but the trainable {first.spec.role} has no '
+                f'checkpoint ({first.spec.ckpt_key}=None: it starts from '
+                f'scratch); give {first.spec.ckpt_key}=<trained weights> or '
+                f'drop init_student')
 
     def _check_task(self, model: nn.Module, role: str) -> None:
         """Raise if ``model`` is not of the task this distiller handles."""
@@ -232,6 +311,73 @@ class BaseDistiller(BaseModel):
                 f'{" / ".join(cls.tasks)} distillers, not {self.task}')
         return cls
 
+    def _teacher_kinds(self) -> Dict[str, str]:
+        return {n: t.kind for n, t in self._teachers.items()}
+
+    def _model_of(self, name: str) -> nn.Module:
+        """``'student'`` or a teacher's model."""
+        return self.student if name == 'student' else \
+            self._teachers[name].model
+
+    def _scale_of(self, name: str) -> float:
+        return 1.0 if name == 'student' else \
+            self._teachers[name].spec.scale_factor
+
+    def term_models(self, name: str, cfg: dict
+                    ) -> Tuple[dict, TermSource, nn.Module, nn.Module]:
+        """A term entry without its source keys, its :class:`TermSource`,
+        and its learner and (first) target model."""
+        term_cfg, source = split_source(name, cfg, self._teacher_kinds())
+        return (term_cfg, source, self._model_of(source.learner),
+                self._model_of(source.targets[0]))
+
+    def _check_source(self, name: str, cls: type, cfg: dict,
+                      source: TermSource) -> None:
+        """Raise for what a term's mode cannot do with its teachers."""
+        mode = cfg.get('mode', 'feature')
+        if source.fused and not cls.supports_fusion:
+            raise ValueError(
+                f'distill term {name!r}: mode {mode!r} reads its teacher\'s '
+                f'head, it cannot fuse several teachers; give one teacher '
+                f"(from_teacher='{source.targets[0]}') per term")
+        scales = {self._scale_of(n) for n in (source.learner,
+                                              *source.targets)}
+        if scales != {1.0} and not cls.supports_teacher_scale:
+            raise ValueError(
+                f'distill term {name!r}: mode {mode!r} feeds the student\'s '
+                f'boxes or features to the teacher\'s head, so the teacher '
+                f'must see the student\'s batch, but its input scale is '
+                f'{sorted(scales)}; drop input=dict(scale_factor=...) for '
+                f'this teacher or distil its features (mode=\'feature\')')
+        if source.fuse == 'max_confidence' and source.fused:
+            from visionkd.models.connectors import class_logits_of
+            for n in source.targets:
+                if class_logits_of(self._model_of(n), cfg['teacher']) is None:
+                    raise ValueError(
+                        f"distill term {name!r}: fuse='max_confidence' "
+                        f'picks the most confident teacher per pixel from '
+                        f'class logits, but {cfg["teacher"]!r} of teacher '
+                        f'{n!r} is not the classifier of a segmentation '
+                        f"head; use fuse='mean'")
+
+    def _check_auto_source(self, cfgs) -> None:
+        """Automatic pairing surveys the default teacher only."""
+        if not isinstance(cfgs, dict):
+            return
+        first = next(iter(self._teachers))
+        for name, cfg in cfgs.items():
+            if not isinstance(cfg, dict) or 'auto' not in (
+                    cfg.get('student'), cfg.get('teacher')):
+                continue
+            if cfg.get('from_teacher', first) != first or cfg.get(
+                    'direction', 'teacher_to_student') != \
+                    'teacher_to_student':
+                raise ValueError(
+                    f"distill term {name!r}: student='auto' / "
+                    f"teacher='auto' pairs layers of the first teacher "
+                    f'({first!r}) and the student only; write the module '
+                    f'paths for from_teacher={cfg.get("from_teacher")!r}')
+
     def _build_terms(self, cfgs: Union[str, Dict[str, dict], None]
                      ) -> nn.ModuleDict:
         """Resolve ``'auto'`` layers, check every entry, record its
@@ -240,6 +386,7 @@ class BaseDistiller(BaseModel):
         Each term is built complete from a :class:`TermContext` holding
         the models and what its layers recorded in the dry run.
         """
+        self._check_auto_source(cfgs)
         cfgs = resolve_auto_terms(self, cfgs)
         #: The terms as built, ``'auto'`` layers resolved (a copy).
         self.resolved_distill_terms: Dict[str, dict] = copy.deepcopy(
@@ -247,27 +394,56 @@ class BaseDistiller(BaseModel):
         specs = {}
         for name, cfg in cfgs.items():
             cls = self._term_class(name, cfg)
-            layers = cls.recorded_layers(name, cfg, self.student,
-                                         self.teacher)
-            self.records.student.add(layers.student, name)
-            self.records.teacher.add(layers.teacher, name)
-            specs[name] = (cls, cfg, layers)
+            term_cfg, source, learner, target = self.term_models(name, cfg)
+            self._check_source(name, cls, term_cfg, source)
+            layers = cls.recorded_layers(name, term_cfg, learner, target)
+            self.records.of(source.learner).add(layers.student, name)
+            for n in source.targets:
+                self.records.of(n).add(layers.teacher, name)
+            specs[name] = (cls, term_cfg, layers, source, learner, target)
         terms = nn.ModuleDict()
         if not specs:
             return terms
         has_data_samples = self._dry_run()
-        for name, (cls, cfg, layers) in specs.items():
+        for name, (cls, cfg, layers, source, learner, target) in \
+                specs.items():
+            t_levels = self._target_levels(name, layers, source)
             terms[name] = cls(name, cfg, TermContext(
                 layers=layers,
-                student=self.student,
-                teacher=self.teacher,
-                student_levels=self.records.student.levels(layers.student),
-                teacher_levels=self.records.teacher.levels(layers.teacher),
+                student=learner,
+                teacher=target,
+                student_levels=self.records.of(source.learner).levels(
+                    layers.student),
+                teacher_levels=t_levels,
                 has_data_samples=has_data_samples,
-                gt_field=self.gt_field))
+                gt_field=self.gt_field,
+                source=source,
+                teacher_scale=self._scale_of(source.targets[0]) /
+                self._scale_of(source.learner)))
         self.records.clear()
         self._check_unique_keys(terms)
         return terms
+
+    def _target_levels(self, name: str, layers, source: TermSource) -> list:
+        """The first target's dry-run levels; fused targets must record
+        the same shapes."""
+        per = [self.records.of(n).levels(layers.teacher)
+               for n in source.targets]
+        for n, levels in zip(source.targets[1:], per[1:]):
+            shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else x
+                      for x in levels]
+            first = [tuple(x.shape) if isinstance(x, torch.Tensor) else x
+                     for x in per[0]]
+            if shapes != first:
+                raise ValueError(
+                    f'distill term {name!r}: fused teachers record other '
+                    f'shapes at {layers.teacher[0]!r}: '
+                    f'{source.targets[0]!r} {first}, {n!r} {shapes}; fuse '
+                    f'teachers of equal width, or distil each teacher in '
+                    f"a term of its own (from_teacher='{source.targets[0]}'"
+                    f", from_teacher='{n}', each with its connector): "
+                    f'their losses add up')
+        return per[0]
 
     @staticmethod
     def _check_unique_keys(terms: nn.ModuleDict) -> None:
@@ -281,7 +457,7 @@ class BaseDistiller(BaseModel):
                 owner[key] = name
 
     def _dry_run(self) -> bool:
-        """Run both models once on a zero image and keep the records.
+        """Run every model once on a zero image and keep the records.
 
         Returns:
             Whether the models get data samples.
@@ -289,22 +465,36 @@ class BaseDistiller(BaseModel):
         h, w = self.dry_run_input_size
         inputs = torch.zeros(1, 3, h, w)
         samples = self._dummy_data_samples(h, w)
+        self.records.clear()
+        own = {n: t for n, t in self._teachers.items()
+               if t.spec.has_own_model}
+        modes = {n: t.model.training for n, t in own.items()}
         was_training = self.student.training
         self.student.eval()
-        self.records.clear()
+        # what 'self' teachers record comes from the student's forward
+        paths = self.records.student.paths + [
+            p for n, t in self._teachers.items() if n not in own
+            for p in self.records.of(n).paths]
         with torch.no_grad():
-            self._forward_for_records(self.student, inputs, samples,
-                                      self.records.student.paths)
-            self._forward_for_records(self.teacher,
-                                      self._teacher_inputs(inputs), samples,
-                                      self.records.teacher.paths)
+            self._forward_for_records(self.student, inputs, samples, paths)
+            for n, t in own.items():
+                if not self.records.of(n).keys:
+                    continue
+                t.model.eval()
+                self._forward_for_records(
+                    t.model, t.inputs(inputs), t.data_samples(samples, (h, w)),
+                    self.records.of(n).paths)
         self.student.train(was_training)
-        for path, _ in self.records.teacher.not_recorded():
-            raise ValueError(
-                f'teacher layer {path!r} did not run in the teacher '
-                f'forward (no loss is computed for the teacher); record '
-                f'a layer that does')
-        self.records.teacher.expect_current_counts()
+        for n, mode in modes.items():
+            own[n].model.train(mode)
+        for n, t in self._teachers.items():
+            where = ('the student forward (a kind=\'self\' teacher)'
+                     if n not in own else f'the {t.spec.role} forward')
+            for path, _ in self.records.of(n).not_recorded():
+                raise ValueError(
+                    f'{t.spec.role} layer {path!r} did not run in {where} '
+                    f'(no loss is computed there); record a layer that does')
+            self.records.of(n).expect_current_counts()
         return samples is not None
 
     def _dummy_data_samples(self, height: int, width: int) -> Optional[list]:
@@ -327,54 +517,16 @@ class BaseDistiller(BaseModel):
         """
         model(inputs, data_samples, mode='tensor')
 
-    def _build_teacher_input_transform(self) -> None:
-        """Work out how the student's normalised batch maps to the teacher's.
-
-        Both preprocessors usually share mean/std/channel order; if not, the
-        teacher gets ``(flip(x * std_s + mean_s) - mean_t) / std_t``.
-        """
-        self._teacher_affine = None
-        dp_s = self.student.data_preprocessor
-        dp_t = self.teacher.data_preprocessor
-
-        def stats(dp):
-            if getattr(dp, '_enable_normalize', False):
-                return dp.mean.detach().clone(), dp.std.detach().clone()
-            return None, None
-
-        m_s, s_s = stats(dp_s)
-        m_t, s_t = stats(dp_t)
-        flip = _converts_bgr_to_rgb(dp_s) != _converts_bgr_to_rgb(dp_t)
-        same = not flip and ((m_s is None and m_t is None) or (
-            m_s is not None and m_t is not None and torch.allclose(m_s, m_t)
-            and torch.allclose(s_s, s_t)))
-        if not same:
-            self._teacher_affine = (m_s, s_s, flip, m_t, s_t)
-            MMLogger.get_current_instance().info(
-                'teacher and student preprocessors differ: the teacher gets '
-                'the student batch re-normalised to its own mean/std')
-
     def _teacher_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self._teacher_affine is None:
-            return inputs
-        m_s, s_s, flip, m_t, s_t = self._teacher_affine
-        x = inputs
-        if m_s is not None:
-            x = x * s_s.to(x) + m_s.to(x)
-        if flip:
-            x = x.flip(1)
-        if m_t is not None:
-            x = (x - m_t.to(x)) / s_t.to(x)
-        return x
+        """The default teacher's input from the student's batch."""
+        return next(iter(self._teachers.values())).inputs(inputs)
 
     def load_teacher(self) -> None:
-        """Load ``teacher_ckpt`` into the teacher (idempotent)."""
-        if self.teacher_ckpt is None or self._teacher_loaded:
-            return
-        load_teacher_weights(self.teacher, self.teacher_ckpt,
-                             strict=self.teacher_ckpt_strict)
-        self.teacher.eval()
-        self._teacher_loaded = True
+        """Load every teacher's checkpoint (idempotent)."""
+        for t in self._teachers.values():
+            t.load()
+        self._teacher_loaded = all(
+            t.loaded or t.spec.ckpt is None for t in self._teachers.values())
 
     def inherit_from_teacher(self) -> List[str]:
         """Copy matching teacher weights into the student (FGD inheriting).
@@ -405,8 +557,17 @@ class BaseDistiller(BaseModel):
         return copied
 
     def init_weights(self) -> None:
-        """Initialise the student (and losses), then inherit if asked."""
+        """Initialise the student (and losses, online teachers), then
+        re-load online teachers' checkpoints, restart EMA teachers from
+        the initialised student and inherit if asked."""
         super().init_weights()
+        for t in self._teachers.values():
+            if t.kind == 'online':
+                t.loaded = False
+                t.load()
+            elif t.kind == 'ema':
+                ema_update(t.model, self.student, 0.0)
+                t.steps.zero_()
         if getattr(self, 'init_student', False):
             self.inherit_from_teacher()
 
@@ -414,41 +575,112 @@ class BaseDistiller(BaseModel):
     # module behaviour
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        for t in self._teachers.values():
+            if t.runs_alone:  # not children: frozen and EMA teachers
+                t.model._apply(fn, *args, **kwargs)
         return self
 
     def train(self, mode: bool = True) -> 'BaseDistiller':
-        """Set train mode on the student; the teacher stays in eval mode."""
+        """Set train mode on the student (and online teachers); frozen and
+        EMA teachers stay in eval mode."""
         super().train(mode)
-        self.teacher.eval()
+        for t in self._teachers.values():
+            if t.runs_alone:
+                t.model.eval()
         return self
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """Also save EMA teachers (``ema_teachers.<name>.*``)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for n, t in self._teachers.items():
+            if t.kind == 'ema':
+                for k, v in ema_state(n, t.model, t.steps).items():
+                    destination[prefix + k] = v
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Load EMA teachers' entries; a checkpoint without them (another
+        run's) restarts each EMA teacher from the loaded student at the next
+        training step."""
+        for n, t in self._teachers.items():
+            if t.kind != 'ema':
+                continue
+            own = {k[len(prefix):]: state_dict.pop(k) for k in list(
+                state_dict) if k.startswith(f'{prefix}{EMA_PREFIX}{n}.')}
+            t.resync = not load_ema_state(n, t.model, t.steps, own)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def extra_repr(self) -> str:
-        return (f'teacher={type(self.teacher).__name__} (frozen, not a '
-                f'child module), teacher_ckpt={self.teacher_ckpt!r}')
+        kinds = ', '.join(
+            f'{n}={type(t.model).__name__} ({t.kind}'
+            + (f', {t.spec.scale_factor}x input' if
+               t.spec.scale_factor != 1.0 else '') + ')'
+            for n, t in self._teachers.items())
+        return (f'teachers: {kinds}; frozen and EMA teachers are not child '
+                f'modules, teacher_ckpt={self.teacher_ckpt!r}')
 
     # ------------------------------------------------------------------
     # forward
     def run_teacher(self, inputs: torch.Tensor,
                     data_samples: Optional[list]) -> None:
-        """Forward the teacher, without grad, until every recorded layer
-        has run."""
+        """Forward every frozen and EMA teacher that a term records,
+        without grad, until each of its recorded layers has run."""
+        for n, t in self._teachers.items():
+            recorders = self.records.of(n)
+            if not t.runs_alone or not recorders.keys:
+                continue
+            self._run_one_teacher(t, recorders, inputs, data_samples)
 
-        precision = self.teacher_precision
+    def _run_one_teacher(self, t: DistillTeacher, recorders: ModelRecorders,
+                         inputs: torch.Tensor,
+                         data_samples: Optional[list]) -> None:
+        precision = t.precision
 
         def forward() -> None:
-            x = precision.inputs(self._teacher_inputs(inputs))
+            x = precision.inputs(t.inputs(inputs))
+            samples = t.data_samples(data_samples, tuple(inputs.shape[-2:]))
             with torch.no_grad(), precision.context(inputs.device.type):
-                self._forward_for_records(self.teacher, x, data_samples,
-                                          self.records.teacher.paths)
+                self._forward_for_records(t.model, x, samples,
+                                          recorders.paths)
 
-        self.records.teacher.run_until_complete(forward)
+        recorders.run_until_complete(forward)
         if precision.casts_records:
-            self.records.teacher.map_records(to_float32)
+            recorders.map_records(to_float32)
+
+    def _update_ema_teachers(self) -> None:
+        """One EMA step of every EMA teacher towards the student's current
+        weights (see :mod:`visionkd.models.distillers.ema_teacher`)."""
+        for t in self._teachers.values():
+            if t.kind != 'ema':
+                continue
+            resync = getattr(t, 'resync', False)
+            ema_update(t.model, self.student, 0.0 if resync else
+                       t.spec.decay)
+            t.resync = False
+            t.steps += 1
+
+    def _online_teacher_losses(self, inputs: torch.Tensor,
+                               data_samples: Optional[list]
+                               ) -> Dict[str, torch.Tensor]:
+        """Task losses of every online teacher, keyed ``<name>.<key>``;
+        their forward fills their records (with grad)."""
+        out = {}
+        for n, t in self._teachers.items():
+            if t.kind != 'online':
+                continue
+            x = t.inputs(inputs)
+            samples = t.data_samples(data_samples, tuple(inputs.shape[-2:]))
+            for key, value in t.model.loss(x, samples).items():
+                out[f'{n}.{key}'] = value
+        return out
 
     def loss(self, inputs: torch.Tensor,
              data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
-        """Student task losses (unchanged) plus every term's losses.
+        """Student task losses (unchanged), online teachers' task losses
+        and every term's losses.
 
         Args:
             inputs: Preprocessed batch, (N, 3, H, W).
@@ -456,14 +688,19 @@ class BaseDistiller(BaseModel):
 
         Returns:
             Dict of losses; distillation terms are ``loss_kd_<name>`` or
-            ``loss_kd_<name>_<suffix>`` (e.g. ``_l<i>`` per level).
+            ``loss_kd_<name>_<suffix>`` (e.g. ``_l<i>`` per level); an
+            online teacher's are ``<teacher name>.loss_*``.
         """
         distill = self.distill_enabled and len(self.distill_terms) > 0
         self.records.clear()
+        if self.student.training:
+            self._update_ema_teachers()
         if distill:
             with self._timed('teacher'):
                 self.run_teacher(inputs, data_samples)
         losses = dict(self.student.loss(inputs, data_samples))
+        with self._timed('teacher'):
+            losses.update(self._online_teacher_losses(inputs, data_samples))
         if distill:
             with self._timed('distill'):
                 self._distill_losses(losses, data_samples)

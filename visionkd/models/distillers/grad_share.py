@@ -66,6 +66,8 @@ class GradShare:
         task_norms: Dict[str, float] = {}
         shares = {}
         for name, total in term_totals.items():
+            if getattr(terms[name].source, 'learner', 'student') != 'student':
+                continue  # trains an online teacher, not the student
             path = terms[name].student_path
             params = _params(modules.get(path))
             if not params:

@@ -176,11 +176,13 @@ class SegmentationDistiller(BaseDistiller):
             paths = (cfg.get('student'), cfg.get('teacher'))
             if not all(isinstance(p, str) and p != 'auto' for p in paths):
                 continue
-            for role, model, path in (('student', self.student, paths[0]),
-                                      ('teacher', self.teacher, paths[1])):
+            cfg, _, learner, target = self.term_models(name, cfg)
+            paths = (cfg['student'], cfg['teacher'])
+            for role, model, path in (('student', learner, paths[0]),
+                                      ('teacher', target, paths[1])):
                 _check_head(name, role, model, path)
                 _check_training_layout(name, role, model, path)
-            _check_classes(name, cfg, self.student, self.teacher)
+            _check_classes(name, cfg, learner, target)
 
     def _build_terms(self, cfgs) -> nn.ModuleDict:
         """Check the terms, then build them (the dry-run input size is the

@@ -2,6 +2,7 @@
 from .af_dcd_loss import AfDCDLoss
 from .at_loss import ATLoss
 from .bckd_loss import BCKDClsLoss, BCKDRegLoss
+from .bpkd_loss import BPKDLoss
 from .cirkd_memory_loss import CIRKDMemoryLoss
 from .cirkd_minibatch_loss import CIRKDMiniBatchLoss
 from .cwd_loss import ChannelWiseDivergence
@@ -25,5 +26,5 @@ __all__ = [
     'CIRKDMiniBatchLoss', 'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss',
     'FeatureMSELoss', 'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KDKLDivLoss',
     'KDQualityFocalLoss', 'KLDivergence', 'MGDLoss', 'PairWiseAffinityLoss',
-    'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss'
+    'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss', 'BPKDLoss'
 ]

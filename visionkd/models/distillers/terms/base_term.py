@@ -8,6 +8,7 @@ import torch.nn as nn
 from visionkd.models.recorders import DistillRecords, RecordKey
 from visionkd.registry import MODELS
 
+from ..teacher_fusion import TermSource, fuse_levels
 from .build_utils import build_registered
 
 __all__ = ['BaseDistillTerm', 'TermContext', 'TermLayers']
@@ -37,6 +38,14 @@ class TermContext:
         has_data_samples: Whether the model passes ``data_samples``.
         gt_field: Ground-truth field of the task's data samples
             (``'gt_instances'``, ``'gt_sem_seg'``); None skips the check.
+        source: Which models the term reads (its teacher, several fused
+            ones, or the student for a term that trains an online
+            teacher); ``student``/``teacher`` above are the learner and the
+            (first) target model.
+        teacher_scale: The target teacher's input scale (1.0: it sees the
+            student's batch); modes that compare maps in image
+            coordinates support only 1.0 (:attr:`BaseDistillTerm.
+            supports_teacher_scale`).
     """
 
     layers: TermLayers
@@ -46,6 +55,8 @@ class TermContext:
     teacher_levels: List[Any]
     has_data_samples: bool = True
     gt_field: Optional[str] = None
+    source: TermSource = TermSource()
+    teacher_scale: float = 1.0
 
 
 def detach_all(obj: Any) -> Any:
@@ -123,6 +134,13 @@ class BaseDistillTerm(nn.Module):
     type_keys: Tuple[str, ...] = ('loss', )
     #: Distiller tasks (``BaseDistiller.task``) this mode works with.
     tasks: Tuple[str, ...] = ('detection', 'segmentation')
+    #: Whether the mode works with a teacher at another input scale
+    #: (``teacher_input=dict(scale_factor=...)``); head-level modes that
+    #: feed student RoIs or features to the teacher's head do not.
+    supports_teacher_scale: bool = False
+    #: Whether several teachers' records can be fused for this mode
+    #: (``from_teacher=('a', 'b')``): tensors of equal shapes.
+    supports_fusion: bool = False
 
     def __init__(self, name: str, cfg: dict, ctx: TermContext) -> None:
         super().__init__()
@@ -132,6 +150,8 @@ class BaseDistillTerm(nn.Module):
         self.teacher_path: str = cfg['teacher']
         self.student_key: RecordKey = ctx.layers.student
         self.teacher_key: RecordKey = ctx.layers.teacher
+        #: The models the two sides are read from.
+        self.source: TermSource = ctx.source
         self.weight = float(cfg.get('weight', 1.0))
         #: Multiplier of ``weight`` set by schedule hooks (not saved: the
         #: hooks recompute it from the iteration, so resuming is exact).
@@ -230,8 +250,11 @@ class BaseDistillTerm(nn.Module):
                 data_samples: Optional[list] = None
                 ) -> Dict[str, torch.Tensor]:
         """This term's weighted losses, keyed ``loss_kd_<name>[_<sfx>]``."""
-        student = records.student.levels(self.student_key)
-        teacher = detach_all(records.teacher.levels(self.teacher_key))
+        src = self.source
+        student = records.of(src.learner).levels(self.student_key)
+        teacher = fuse_levels(
+            [detach_all(records.of(n).levels(self.teacher_key))
+             for n in src.targets], src)
         values = self.compute(student, teacher, data_samples)
         out = {}
         for suffix, value in values.items():

@@ -88,6 +88,8 @@ class FeatureDistillTerm(BaseDistillTerm):
     """
 
     mode = 'feature'
+    supports_teacher_scale = True
+    supports_fusion = True
     #: When a loss that can (``batches_levels``) runs once on all levels:
     #: ``'auto'`` on accelerators (a GPU: fewer kernel launches), per level
     #: on the CPU (there the per-level kernels are faster, see
@@ -119,7 +121,7 @@ class FeatureDistillTerm(BaseDistillTerm):
             where = f'distill term {self.name!r}'
             if self.num_levels > 1:
                 where += f' level {self.level_ids[lvl]}'
-            t_chain, t = self._build_teacher_chain(t, where)
+            t_chain, t = self._build_teacher_chain(t, s, where)
             chain, loss = self._build_level(s, t, where, ctx)
             self.teacher_connectors.append(t_chain)
             self.connectors.append(chain)
@@ -143,11 +145,25 @@ class FeatureDistillTerm(BaseDistillTerm):
             raise ValueError(f"distill term {name!r}: record must be "
                              f"'output' or 'input', got {record!r}")
         levels = cfg.get('levels')
-        if levels is not None and (
-                not isinstance(levels, (list, tuple)) or not levels
-                or not all(isinstance(i, int) for i in levels)):
-            raise TypeError(f'distill term {name!r}: levels must be a '
-                            f'non-empty list of level indices, got {levels!r}')
+        if isinstance(levels, dict):
+            if sorted(levels) != ['student', 'teacher'] or len(
+                    levels['student']) != len(levels['teacher']):
+                raise TypeError(
+                    f'distill term {name!r}: levels as a dict pairs level '
+                    f'indices of two layers of other strides, '
+                    f'dict(student=[...], teacher=[...]) of equal length, '
+                    f'got {levels!r}')
+            sides = list(levels.values())
+        else:
+            sides = [levels]
+        for ids in sides:
+            if ids is not None and (
+                    not isinstance(ids, (list, tuple)) or not ids
+                    or not all(isinstance(i, int) for i in ids)):
+                raise TypeError(
+                    f'distill term {name!r}: levels must be a non-empty '
+                    f'list of level indices (or dict(student=[...], '
+                    f'teacher=[...])), got {levels!r}')
 
     @classmethod
     def recorded_layers(cls, name: str, cfg: dict, student: nn.Module,
@@ -159,9 +175,11 @@ class FeatureDistillTerm(BaseDistillTerm):
 
     # ------------------------------------------------------------------
     # build
-    def _select_levels(self, ctx: TermContext,
-                       levels: Optional[List[int]]) -> tuple:
-        """Check the recorded levels; keep those of ``levels``."""
+    def _select_levels(self, ctx: TermContext, levels) -> tuple:
+        """Check the recorded levels; keep those of ``levels`` (a list of
+        indices on both layers, or ``dict(student=[...], teacher=[...])``
+        pairing levels of other indices, e.g. P3-P6 of a P2-P6 FPN with
+        P3-P6 of a P3-P7 one)."""
         student_levels, teacher_levels = ctx.student_levels, ctx.teacher_levels
         n_s, n_t = len(student_levels), len(teacher_levels)
         if n_s == 0:
@@ -176,18 +194,27 @@ class FeatureDistillTerm(BaseDistillTerm):
                 f'layer {self.teacher_path!r} gives {n_t}; record layers '
                 f'with the same number of levels (e.g. both FPNs) or keep '
                 f'the matching ones with levels=[...]')
-        n = min(n_s, n_t)
-        ids = list(range(n_s)) if levels is None else list(levels)
-        bad = [i for i in ids if not 0 <= i < n] if n_s != n_t else [
-            i for i in ids if not -n_s <= i < n_s]
+        if isinstance(levels, dict):
+            s_ids, t_ids = list(levels['student']), list(levels['teacher'])
+            bad = [i for i in s_ids if not 0 <= i < n_s] + [
+                i for i in t_ids if not 0 <= i < n_t]
+            where = f'{n_s} student / {n_t} teacher level(s)'
+        else:
+            n = min(n_s, n_t)
+            ids = list(range(n_s)) if levels is None else list(levels)
+            bad = [i for i in ids if not 0 <= i < n] if n_s != n_t else [
+                i for i in ids if not -n_s <= i < n_s]
+            s_ids = t_ids = [i % n_s for i in ids]
+            where = f'{n} level(s) recorded on both models'
         if bad:
             raise ValueError(f'distill term {self.name!r}: levels {bad} out '
-                             f'of range for {n} level(s) recorded on both '
-                             f'models')
-        #: indices of the recorded levels this term uses
-        self.level_ids: List[int] = [i % n_s for i in ids]
-        s_levels = [student_levels[i] for i in self.level_ids]
-        t_levels = [teacher_levels[i] for i in self.level_ids]
+                             f'of range for {where}')
+        #: indices of the recorded levels this term uses (student's)
+        self.level_ids: List[int] = s_ids
+        #: the teacher's level paired with each of :attr:`level_ids`
+        self.teacher_level_ids: List[int] = t_ids
+        s_levels = [student_levels[i] for i in s_ids]
+        t_levels = [teacher_levels[i] for i in t_ids]
         for side, recorded in (('student', s_levels), ('teacher', t_levels)):
             for t in recorded:
                 if not isinstance(t, torch.Tensor):
@@ -203,9 +230,11 @@ class FeatureDistillTerm(BaseDistillTerm):
                 f'{len(self.level_ids)} level(s)')
         return s_levels, t_levels
 
-    def _build_teacher_chain(self, t: torch.Tensor, where: str) -> tuple:
+    def _build_teacher_chain(self, t: torch.Tensor, s: torch.Tensor,
+                             where: str) -> tuple:
         """Parameter-free teacher connectors of one level, and their
-        output on the dry-run map."""
+        output on the dry-run map (``s``, the student's map, is the target
+        of a connector that takes one, e.g. ``ResizeConnector``)."""
         chain = nn.ModuleList()
         channels = t.shape[1] if t.dim() > 1 else None
         for c_cfg in self.teacher_connector_cfgs:
@@ -221,7 +250,7 @@ class FeatureDistillTerm(BaseDistillTerm):
                     f"(e.g. dict(type='NormConnector'))")
             chain.append(conn)
             with torch.no_grad():
-                t = conn(t)
+                t = apply_connector(conn, t, s)
         return chain, t
 
     def _build_level(self, s: torch.Tensor, t: torch.Tensor, where: str,
@@ -327,12 +356,12 @@ class FeatureDistillTerm(BaseDistillTerm):
     def _connect(self, lvl: int, student: list, teacher: list) -> tuple:
         """Student and teacher map of kept level ``lvl`` after their
         connectors."""
-        src = self.level_ids[lvl]
-        s, t = student[src], teacher[src]
+        s = student[self.level_ids[lvl]]
+        t = teacher[self.teacher_level_ids[lvl]]
         if len(self.teacher_connectors[lvl]):
             with torch.no_grad():
                 for conn in self.teacher_connectors[lvl]:
-                    t = conn(t)
+                    t = apply_connector(conn, t, s)
         for conn in self.connectors[lvl]:
             s = apply_connector(conn, s, t)
         return s, t

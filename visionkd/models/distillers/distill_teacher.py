@@ -1,0 +1,121 @@
+"""One teacher of a distiller at run time: model, input, loading."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+
+from .teacher_input import scale_data_samples, scale_inputs
+from .teacher_loading import load_teacher_weights
+from .teacher_precision import TeacherPrecision
+from .teacher_specs import TeacherSpec
+
+__all__ = ['DistillTeacher', 'converts_bgr_to_rgb']
+
+
+def converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
+    """Whether a preprocessor flips the channels (``bgr_to_rgb``): mmdet's
+    ``DetDataPreprocessor`` stores it as ``_channel_conversion``, mmseg's
+    ``SegDataPreProcessor`` as ``channel_conversion``."""
+    for attr in ('_channel_conversion', 'channel_conversion'):
+        if getattr(data_preprocessor, attr, False):
+            return True
+    return False
+
+
+def _stats(dp: nn.Module) -> Tuple[Optional[torch.Tensor], ...]:
+    if getattr(dp, '_enable_normalize', False):
+        return dp.mean.detach().clone(), dp.std.detach().clone()
+    return None, None
+
+
+def input_affine(student: nn.Module, teacher: nn.Module) -> Optional[tuple]:
+    """How the student's normalised batch maps to the teacher's.
+
+    Both preprocessors usually share mean/std/channel order (None); if
+    not, the teacher gets ``(flip(x * std_s + mean_s) - mean_t) / std_t``
+    and this returns ``(mean_s, std_s, flip, mean_t, std_t)``.
+    """
+    m_s, s_s = _stats(student.data_preprocessor)
+    m_t, s_t = _stats(teacher.data_preprocessor)
+    flip = converts_bgr_to_rgb(student.data_preprocessor) != \
+        converts_bgr_to_rgb(teacher.data_preprocessor)
+    same = not flip and ((m_s is None and m_t is None) or (
+        m_s is not None and m_t is not None and torch.allclose(m_s, m_t)
+        and torch.allclose(s_s, s_t)))
+    return None if same else (m_s, s_s, flip, m_t, s_t)
+
+
+class DistillTeacher:
+    """A teacher as the distiller runs it.
+
+    Args:
+        spec: Its configuration.
+        model: Its model (for ``'self'``: the student).
+        student: The student (its preprocessor is the reference).
+        precision: How a frozen or EMA teacher's forward runs.
+    """
+
+    def __init__(self, spec: TeacherSpec, model: nn.Module,
+                 student: nn.Module, precision: TeacherPrecision) -> None:
+        self.spec = spec
+        self.model = model
+        self.precision = precision
+        self.loaded = False
+        #: EMA updates applied so far (``'ema'``; saved in checkpoints).
+        self.steps = torch.zeros((), dtype=torch.long)
+        #: Restart an EMA teacher from the student at the next update (a
+        #: checkpoint without its weights was loaded).
+        self.resync = False
+        self.affine = None
+        if spec.has_own_model:
+            self.affine = input_affine(student, model)
+            if self.affine is not None:
+                MMLogger.get_current_instance().info(
+                    f'{spec.role} and student preprocessors differ: the '
+                    f'{spec.role} gets the student batch re-normalised to '
+                    f'its own mean/std')
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def runs_alone(self) -> bool:
+        """Whether it runs a forward of its own under ``no_grad`` (frozen
+        and EMA teachers; online teachers run their task loss, ``'self'``
+        is the student's forward)."""
+        return self.kind in ('frozen', 'ema')
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's input from the student's normalised batch."""
+        if self.affine is not None:
+            m_s, s_s, flip, m_t, s_t = self.affine
+            if m_s is not None:
+                x = x * s_s.to(x) + m_s.to(x)
+            if flip:
+                x = x.flip(1)
+            if m_t is not None:
+                x = (x - m_t.to(x)) / s_t.to(x)
+        return scale_inputs(x, self.spec.scale_factor)
+
+    def data_samples(self, samples: Optional[list],
+                     input_size: Tuple[int, int]) -> Optional[list]:
+        """The batch's data samples at the teacher's input scale."""
+        return scale_data_samples(samples, self.spec.scale_factor,
+                                  input_size)
+
+    def load(self) -> None:
+        """Load the checkpoint, once (frozen and online teachers)."""
+        spec = self.spec
+        if spec.ckpt is None or self.loaded:
+            return
+        load_teacher_weights(self.model, spec.ckpt, strict=spec.ckpt_strict,
+                             role=spec.role, key=spec.ckpt_key)
+        if self.kind == 'frozen':
+            self.model.eval()
+        self.loaded = True
