@@ -181,9 +181,8 @@ class BaseDistiller(BaseModel):
                               teacher_ckpt_strict, teacher_input,
                               teacher_trainable)
         student_model = ROOT_MODELS.build(student_cfg)
-        super().__init__(
-            data_preprocessor=student_model.data_preprocessor,
-            init_cfg=init_cfg)
+        super().__init__(data_preprocessor=student_model.data_preprocessor,
+                         init_cfg=init_cfg)
         self.student = student_model
         self._check_task(self.student, 'student')
         self.online_teachers = nn.ModuleDict()
@@ -637,7 +636,8 @@ class BaseDistiller(BaseModel):
     def _run_one_teacher(self, t: DistillTeacher, recorders: ModelRecorders,
                          inputs: torch.Tensor,
                          data_samples: Optional[list]) -> None:
-        precision = t.precision
+        # the distiller's setting (tools swap it on a built model)
+        precision = self.teacher_precision
 
         def forward() -> None:
             x = precision.inputs(t.inputs(inputs))
@@ -699,8 +699,10 @@ class BaseDistiller(BaseModel):
             with self._timed('teacher'):
                 self.run_teacher(inputs, data_samples)
         losses = dict(self.student.loss(inputs, data_samples))
-        with self._timed('teacher'):
-            losses.update(self._online_teacher_losses(inputs, data_samples))
+        if len(self.online_teachers):
+            with self._timed('teacher'):
+                losses.update(self._online_teacher_losses(inputs,
+                                                          data_samples))
         if distill:
             with self._timed('distill'):
                 self._distill_losses(losses, data_samples)
