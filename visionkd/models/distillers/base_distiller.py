@@ -15,7 +15,6 @@ from visionkd.utils import resolve_model_cfg
 
 from .auto_pairing import resolve_auto_terms
 from .distill_teacher import DistillTeacher
-from .ema_teacher import PREFIX as EMA_PREFIX
 from .ema_teacher import (
     ema_state,
     ema_update,
@@ -174,9 +173,6 @@ class BaseDistiller(BaseModel):
                  init_cfg: Optional[dict] = None) -> None:
         student_cfg = resolve_model_cfg(student, self.default_scope,
                                         'student')
-        if not isinstance(teacher_ckpt_strict, bool):
-            raise TypeError('teacher_ckpt_strict must be True or False, got '
-                            f'{teacher_ckpt_strict!r}')
         specs = teacher_specs(teacher, teachers, teacher_ckpt,
                               teacher_ckpt_strict, teacher_input,
                               teacher_trainable)
@@ -251,8 +247,7 @@ class BaseDistiller(BaseModel):
                 precision.prepare(model)
             elif spec.kind == 'online':
                 self.online_teachers[name] = model
-            teachers[name] = DistillTeacher(spec, model, self.student,
-                                            precision)
+            teachers[name] = DistillTeacher(spec, model, self.student)
             if spec.kind == 'frozen' and spec.ckpt is None:
                 MMLogger.get_current_instance().warning(
                     f'{spec.ckpt_key} is None: the {spec.role} keeps its '
@@ -428,11 +423,10 @@ class BaseDistiller(BaseModel):
         the same shapes."""
         per = [self.records.of(n).levels(layers.teacher)
                for n in source.targets]
-        for n, levels in zip(source.targets[1:], per[1:]):
-            shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else x
-                      for x in levels]
-            first = [tuple(x.shape) if isinstance(x, torch.Tensor) else x
-                     for x in per[0]]
+        shapes_of = [[tuple(x.shape) if isinstance(x, torch.Tensor) else x
+                      for x in levels] for levels in per]
+        first = shapes_of[0]
+        for n, shapes in zip(source.targets[1:], shapes_of[1:]):
             if shapes != first:
                 raise ValueError(
                     f'distill term {name!r}: fused teachers record other '
@@ -524,8 +518,6 @@ class BaseDistiller(BaseModel):
         """Load every teacher's checkpoint (idempotent)."""
         for t in self._teachers.values():
             t.load()
-        self._teacher_loaded = all(
-            t.loaded or t.spec.ckpt is None for t in self._teachers.values())
 
     def inherit_from_teacher(self) -> List[str]:
         """Copy matching teacher weights into the student (FGD inheriting).
@@ -605,9 +597,8 @@ class BaseDistiller(BaseModel):
         for n, t in self._teachers.items():
             if t.kind != 'ema':
                 continue
-            own = {k[len(prefix):]: state_dict.pop(k) for k in list(
-                state_dict) if k.startswith(f'{prefix}{EMA_PREFIX}{n}.')}
-            t.resync = not load_ema_state(n, t.model, t.steps, own)
+            t.resync = not load_ema_state(n, t.model, t.steps, state_dict,
+                                          prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -656,8 +647,7 @@ class BaseDistiller(BaseModel):
         for t in self._teachers.values():
             if t.kind != 'ema':
                 continue
-            resync = getattr(t, 'resync', False)
-            ema_update(t.model, self.student, 0.0 if resync else
+            ema_update(t.model, self.student, 0.0 if t.resync else
                        t.spec.decay)
             t.resync = False
             t.steps += 1

@@ -7,7 +7,6 @@ from mmengine.logging import MMLogger
 
 from .teacher_input import scale_data_samples, scale_inputs
 from .teacher_loading import load_teacher_weights
-from .teacher_precision import TeacherPrecision
 from .teacher_specs import TeacherSpec
 
 __all__ = ['DistillTeacher', 'converts_bgr_to_rgb']
@@ -53,14 +52,12 @@ class DistillTeacher:
         spec: Its configuration.
         model: Its model (for ``'self'``: the student).
         student: The student (its preprocessor is the reference).
-        precision: How a frozen or EMA teacher's forward runs.
     """
 
     def __init__(self, spec: TeacherSpec, model: nn.Module,
-                 student: nn.Module, precision: TeacherPrecision) -> None:
+                 student: nn.Module) -> None:
         self.spec = spec
         self.model = model
-        self.precision = precision
         self.loaded = False
         #: EMA updates applied so far (``'ema'``; saved in checkpoints).
         self.steps = torch.zeros((), dtype=torch.long)

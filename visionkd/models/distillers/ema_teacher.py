@@ -82,16 +82,23 @@ def ema_state(name: str, teacher: nn.Module,
 
 
 def load_ema_state(name: str, teacher: nn.Module, steps: torch.Tensor,
-                   state: dict) -> bool:
+                   state: dict, prefix: str = '') -> bool:
     """Load and remove EMA teacher ``name``'s entries from ``state``.
+
+    Args:
+        name: The teacher's name.
+        teacher: Its model.
+        steps: Its update count (set in place).
+        state: A state dict holding ``<prefix>ema_teachers.<name>.*``.
+        prefix: The distiller's prefix in ``state`` (a wrapped model's).
 
     Returns:
         Whether ``state`` had them (False: a checkpoint of another run,
         e.g. a plain student's, the teacher keeps its weights).
     """
-    prefix = f'{PREFIX}{name}.'
-    own = {k[len(prefix):]: state.pop(k) for k in list(state)
-           if k.startswith(prefix)}
+    head = f'{prefix}{PREFIX}{name}.'
+    own = {k[len(head):]: state.pop(k) for k in list(state)
+           if k.startswith(head)}
     if not own:
         return False
     count = own.pop('_steps', None)

@@ -52,14 +52,10 @@ def _scale_meta(sample, fy: float, fx: float) -> None:
 
 def _scale_boxes(instances, fx: float, fy: float) -> None:
     boxes = getattr(instances, 'bboxes', None)
-    if boxes is None:
-        return
-    factor = boxes.new_tensor([fx, fy, fx, fy]) if isinstance(
-        boxes, torch.Tensor) else None
-    if factor is None:  # an mmdet BaseBoxes
+    if isinstance(boxes, torch.Tensor):
+        instances.bboxes = boxes * boxes.new_tensor([fx, fy, fx, fy])
+    elif boxes is not None:  # an mmdet BaseBoxes
         boxes.rescale_([fx, fy])
-        return
-    instances.bboxes = boxes * factor
 
 
 def _scale_sem_seg(sample, size: Tuple[int, int]) -> None:

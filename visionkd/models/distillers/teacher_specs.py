@@ -126,15 +126,20 @@ def _special_kind(teacher) -> Optional[dict]:
     return None
 
 
+def _check_bool(key: str, value) -> bool:
+    """``value``, which must be True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{key} must be True or False, got {value!r}')
+    return value
+
+
 def _check_kind(where: str, entry: dict) -> str:
     kind = entry.get('kind', 'frozen')
     if kind not in TEACHER_KINDS:
         raise ValueError(f'{where}: unknown kind {kind!r}; kinds: '
                          f'{list(TEACHER_KINDS)}')
-    trainable = entry.get('trainable', False)
-    if not isinstance(trainable, bool):
-        raise TypeError(f'{where}: trainable must be True or False, got '
-                        f'{trainable!r}')
+    trainable = _check_bool(f'{where}.trainable',
+                            entry.get('trainable', False))
     if trainable and kind in ('ema', 'self'):
         raise ValueError(
             f"{where}: a kind='{kind}' teacher follows the student, it "
@@ -172,11 +177,8 @@ def _spec_of_entry(name: str, entry: dict, where: str) -> TeacherSpec:
                        f"model dict), or kind='ema' / kind='self'")
     spec.model = entry['model']
     spec.ckpt = entry.get('ckpt')
-    strict = entry.get('ckpt_strict', True)
-    if not isinstance(strict, bool):
-        raise TypeError(f'{where}.ckpt_strict must be True or False, got '
-                        f'{strict!r}')
-    spec.ckpt_strict = strict
+    spec.ckpt_strict = _check_bool(f'{where}.ckpt_strict',
+                                   entry.get('ckpt_strict', True))
     if kind == 'online' and 'ckpt' not in entry:
         raise KeyError(
             f'{where}: a trainable teacher needs `ckpt`: the checkpoint it '
@@ -225,12 +227,11 @@ def _one(teacher, ckpt: Optional[str], strict: bool,
             special['trainable'] = True
         spec = _spec_of_entry(DEFAULT_TEACHER, special, where)
     else:
-        if not isinstance(trainable, bool):
-            raise TypeError('teacher_trainable must be True or False, got '
-                            f'{trainable!r}')
+        trainable = _check_bool('teacher_trainable', trainable)
         spec = TeacherSpec(
             name=DEFAULT_TEACHER, kind='online' if trainable else 'frozen',
-            model=teacher, ckpt=ckpt, ckpt_strict=strict,
+            model=teacher, ckpt=ckpt,
+            ckpt_strict=strict,
             scale_factor=_scale_factor('teacher_input', teacher_input))
     spec.role, spec.ckpt_key = 'teacher', 'teacher_ckpt'
     return spec
@@ -259,6 +260,7 @@ def teacher_specs(teacher, teachers: Optional[dict],
     Raises:
         ValueError / KeyError / TypeError: naming the offending key.
     """
+    _check_bool('teacher_ckpt_strict', teacher_ckpt_strict)
     if teachers is not None:
         one = dict(teacher=teacher, teacher_ckpt=teacher_ckpt,
                    teacher_input=teacher_input,
