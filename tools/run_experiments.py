@@ -12,6 +12,12 @@ are read back, an interrupted one continues from its last checkpoint.
 the baseline's time, from timing probes of every student config
 (``visionkd/experiments/time_budget.py``; counts kept in ``budget.json``).
 
+``--assistant mid`` chains teacher -> assistant -> student: the family's
+in-between model is trained distilled from the teacher (with each method,
+or with ``--assistant-method M`` only), exported to a plain checkpoint,
+and one more student per method and seed learns from it
+(``<method>_via_mid``); the report shows both rows.
+
 Detection (COCO json)::
 
     python tools/run_experiments.py --task det --data-root data/bccd \\
@@ -104,6 +110,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--probe-warmup', type=int, default=2,
                         help='--budget time: untimed iterations before '
                         '(default: 2)')
+    parser.add_argument('--assistant', metavar='NAME',
+                        help='teacher assistant of the model families '
+                        "(e.g. 'mid', see docs/experiments.md): trained "
+                        'distilled from the teacher, then the teacher of '
+                        'one more student per method and seed')
+    parser.add_argument('--assistant-method', metavar='METHOD',
+                        help='--assistant: train one assistant with this '
+                        'method for every method (default: one assistant '
+                        'per method, distilled with that method)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config')
     return parser.parse_args(argv)
@@ -126,7 +141,8 @@ def main(argv=None) -> int:
         teacher_ckpt=args.teacher_ckpt, teacher_iters=args.teacher_iters,
         student_iters=args.student_iters, jobs=args.jobs,
         budget=args.budget, probe_iters=args.probe_iters,
-        probe_warmup=args.probe_warmup,
+        probe_warmup=args.probe_warmup, assistant=args.assistant,
+        assistant_method=args.assistant_method,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
                         if k in os.environ) +

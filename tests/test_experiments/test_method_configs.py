@@ -29,7 +29,16 @@ PAPER = {'det': ModelInfo('det', 256, 256, 80, (800, 1333), 2),
          'seg': ModelInfo('seg', 128, 512, 19, (512, 1024), 2)}
 #: Keys the runner may add to a config's term or loss.
 ADDED = {'connector', 'gather', 'pixel_memory_size', 'region_memory_size',
-         'pixel_contrast_size', 'region_contrast_size'}
+         'pixel_contrast_size', 'region_contrast_size', 'pool_size'}
+#: Terms a family's method leaves out (methods.py says why).
+DROPPED = {'dist_ddrnet': {'aux_logits'}}
+#: Layers a family's method distils instead of the config's.
+LAYERS = {
+    'ifvd_ddrnet': {'ifv.student': 'decode_head.head',
+                    'ifv.teacher': 'decode_head.head'},
+    'af_dcd_ddrnet': {'af_dcd.student': 'decode_head.head.0.activate',
+                      'af_dcd.teacher': 'decode_head.head.0.activate'},
+}
 
 
 def _ids(specs):
@@ -43,6 +52,17 @@ def _config(spec) -> Config:
 @functools.lru_cache(maxsize=None)
 def _load(source: str) -> Config:
     return Config.fromfile(osp.join(REPO_ROOT, source))
+
+
+def _config_terms(spec) -> dict:
+    """The config's terms with the family's documented changes (dropped
+    terms, other layers), single-process and flattened."""
+    terms = _config(spec).model.distill_terms.to_dict()
+    for name in DROPPED.get(spec.name, ()):
+        del terms[name]
+    flat = _flat(_single_process(terms))
+    flat.update(LAYERS.get(spec.name, {}))
+    return flat
 
 
 def _same(got, want) -> bool:
@@ -79,14 +99,17 @@ def test_every_method_names_its_config():
             assert spec.source is None
             continue
         # configs/<method>/, or for '<method>_<family>' the family's folder
+        # or the method's
         method, _, family = spec.name.rpartition('_')
         assert spec.source.startswith(f'configs/{spec.name}/') or (
-            family == spec.arch and spec.source.startswith(
+            family == spec.arch and (spec.source.startswith(
                 f'configs/{family}/') and spec.source.endswith(
-                f'_{method}.py')), spec.name
+                f'_{method}.py') or spec.source.startswith(
+                f'configs/{method}/'))), spec.name
         assert osp.isfile(osp.join(REPO_ROOT, spec.source)), spec.source
         assert set(spec.build_terms(PAPER[spec.task])) == set(
-            _config(spec).model.distill_terms), spec.name
+            _config(spec).model.distill_terms) - DROPPED.get(
+                spec.name, set()), spec.name
 
 
 @pytest.mark.parametrize('spec', WITH_CONFIG, ids=_ids(WITH_CONFIG))
@@ -94,8 +117,9 @@ def test_terms_at_the_paper_setting_are_the_config(spec):
     """No rescaling at the paper's own setting: the config's terms."""
     paper = _config(spec).model.distill_terms.to_dict()
     runner = spec.build_terms(PAPER[spec.task])
-    assert list(runner) == list(paper)  # term names and order
-    got, want = _flat(runner), _flat(_single_process(paper))
+    assert list(runner) == [t for t in paper  # term names and order
+                            if t not in DROPPED.get(spec.name, ())]
+    got, want = _flat(runner), _config_terms(spec)
     for key, value in want.items():
         assert key in got, f'{spec.name}: {key} missing'
         assert _same(got[key], value), \
@@ -130,6 +154,13 @@ def _cs(info):
     return _c(info) * (h * w) / (info.input_hw[0] * info.input_hw[1])
 
 
+def _af_dcd_fd(info):
+    """Af-DCD's L_fd sums over the teacher feature's C x H x W."""
+    h, w = M.SEG_REF_HW
+    return (M.AF_DCD_REF_CHANNELS / info.teacher_backbone_channels *
+            (h * w) / (info.input_hw[0] * info.input_hw[1]))
+
+
 SCALES = {
     'fgd': {'fpn.loss.alpha_fgd': _c, 'fpn.loss.beta_fgd': _c,
             'fpn.loss.gamma_fgd': _c, 'fpn.loss.lambda_fgd': _cs},
@@ -139,7 +170,10 @@ SCALES = {
             lambda info: info.batch_size / M.SEG_REF_BATCH},
     'ifvd': {'logits.loss.loss_weight':
              lambda info: M.SEG_REF_CLASSES / info.num_classes},
+    'af_dcd': {'af_dcd.loss.lambda_fd': _af_dcd_fd},
 }
+SCALES['ifvd_ddrnet'] = SCALES['ifvd']
+SCALES['af_dcd_ddrnet'] = SCALES['af_dcd']
 
 
 @pytest.mark.parametrize('task,preset_name,arch,num_classes',
@@ -152,8 +186,7 @@ def test_terms_at_the_presets_are_the_config_rescaled(task, preset_name,
     for spec in WITH_CONFIG:
         if spec.task != task or (spec.arch or preset.default_arch) != arch:
             continue
-        want = _flat(_single_process(
-            _config(spec).model.distill_terms.to_dict()))
+        want = _config_terms(spec)
         got = _flat(spec.build_terms(info))
         scales = SCALES.get(spec.name, {})
         for key, value in want.items():
@@ -188,3 +221,37 @@ def test_reference_settings_are_those_of_the_configs():
     teacher = Config.fromfile(config_path(seg.model.teacher)).model
     assert teacher.decode_head.channels == M.SEG_REF_CHANNELS
     assert teacher.decode_head.num_classes == M.SEG_REF_CLASSES
+
+
+@pytest.mark.parametrize('arch', ['pspnet', 'ddrnet'])
+def test_af_dcd_at_cpu_small_by_hand(arch):
+    """cpu-small, 240x320 crops: lambda_fd 2e-6 x 2048 / 256 teacher
+    channels (PSPNet's half-width layer4, DDRNet-23's fused map) x
+    (512 x 1024) / (240 x 320); the 30x40 stride-8 maps pooled 2x
+    (round(4 x sqrt(76800 / 524288)) = round(1.53)) to 15x20, at least
+    one 4x4 patch; lambda_ctr and the logits term as in the config."""
+    preset = get_preset('seg', 'cpu-small')
+    teacher, student = model_cfgs(preset, arch, 19)
+    info = model_info(preset, teacher, student, 19)
+    assert info.teacher_backbone_channels == 256
+    name = 'af_dcd' if arch == 'pspnet' else 'af_dcd_ddrnet'
+    terms = METHODS['seg'][name].build_terms(info)
+    loss = terms['af_dcd']['loss']
+    assert loss['lambda_fd'] == pytest.approx(
+        2e-6 * 8 * 524288 / 76800, rel=1e-12)
+    assert loss['pool_size'] == 2 and loss['lambda_ctr'] == 5e-3
+    assert terms['logits']['loss'] == dict(type='PixelWiseKDLoss', tau=1.0,
+                                           loss_weight=1.0)
+
+
+def test_af_dcd_pooling_follows_the_crop():
+    """4x at the paper's 512x1024 crop, 3x at 512x512 (round(2.83)),
+    none (0) at the tiny 120x160 crop (round(0.77) = 1), and shrunk until
+    the pooled map holds one 4x4 patch (a 64x512 crop: round(1.41) = 1
+    -> no pooling; 160x1024: round(2.0) = 2, but 20 // 2 = 10 rows >= 4)."""
+    loss = dict(type='AfDCDLoss')
+    for hw, want in (((512, 1024), 4), ((512, 512), 3), ((120, 160), 0),
+                     ((240, 320), 2), ((64, 512), 0), ((160, 1024), 2),
+                     ((40, 2048), 0)):
+        info = ModelInfo('seg', 64, 256, 19, hw, 2, 256)
+        assert M._af_dcd_pool(info, loss) == want, hw

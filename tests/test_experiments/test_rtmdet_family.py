@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
+from tests.test_experiments.helpers import walk_config
 from visionkd.experiments import METHODS, get_preset, methods_for
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.presets import PRESETS, REPO_ROOT, RTMDET_OPTIMIZER
@@ -29,16 +30,6 @@ DATA = DataSpec(BCCD, 'annotations/train.json', 'annotations/val.json',
                 classes=('RBC', 'WBC', 'Platelets'))
 RTMDET_METHODS = ['cwd_rtmdet', 'pkd_rtmdet']
 
-
-def _walk(cfg, path=''):
-    """(dotted key, value) of every leaf and dict of a nested config."""
-    if isinstance(cfg, dict):
-        for k, v in cfg.items():
-            yield f'{path}{k}', v
-            yield from _walk(v, f'{path}{k}.')
-    elif isinstance(cfg, list):
-        for i, v in enumerate(cfg):
-            yield from _walk(v, f'{path}{i}.')
 
 
 def _mmdet_model(size: str) -> dict:
@@ -61,7 +52,7 @@ def test_rtmdet_family_models_from_scratch_single_process(preset_name):
                                                 int(1024 * widen)]
         assert model['bbox_head']['in_channels'] == \
             model['neck']['out_channels']
-        for key, value in _walk(model):
+        for key, value in walk_config(model):
             assert not (key.endswith('init_cfg') and value), key
             assert value != 'SyncBN', key  # one process: BN
     # the teacher is wider than the student

@@ -26,6 +26,7 @@ from .results_plot import plot_results
 from .results_report import build_results, write_json, write_markdown
 from .run_configs import (
     METRIC_KEYS,
+    assistant_cfg,
     family_optimizer,
     run_config,
     write_config,
@@ -73,6 +74,12 @@ class ExperimentOptions:
             it the baseline's time (see :mod:`.time_budget`).
         probe_iters: ``'time'``: timed iterations of each probe.
         probe_warmup: ``'time'``: probe iterations left out first.
+        assistant: A teacher assistant of the families
+            (``ModelPair.assistants``, e.g. ``'mid'``): trained distilled
+            from the teacher, then the teacher of one more student per
+            method and seed (``<method>_via_<assistant>``).
+        assistant_method: Train one assistant with this method for all
+            methods (of its family) instead of one per method.
     """
 
     task: str
@@ -91,6 +98,8 @@ class ExperimentOptions:
     budget: str = 'iters'
     probe_iters: int = 10
     probe_warmup: int = 2
+    assistant: Optional[str] = None
+    assistant_method: Optional[str] = None
 
 
 class ExperimentFailed(RuntimeError):
@@ -109,7 +118,8 @@ class ExperimentState:
         classes: Class names.
         plan: All runs, in plan order.
         results: Run name -> result of the finished runs.
-        configs: Method name -> its config file.
+        configs: Config name (a method's, ``<method>_via_<assistant>``,
+            ``assistant_<assistant>_<method>``) -> its config file.
         budget: The budget mode and the students' iteration counts
             (``budget.json``).
     """
@@ -136,7 +146,7 @@ class ExperimentState:
 
     def run_preset(self, run: Run) -> Preset:
         """The preset with a student's schedule stretched to its run."""
-        if run.role == 'teacher':
+        if run.role in ('teacher', 'assistant'):
             return self.preset
         return dataclasses.replace(self.preset, schedule=stretched_schedule(
             self.preset.schedule, run.iters))
@@ -145,14 +155,15 @@ class ExperimentState:
         """The config dict of ``run``."""
         return run_config(self.run_preset(run), self.opts.data,
                           self.classes, run.role, run.arch, run.method,
-                          teacher_ckpt, self.opts.cfg_options)
+                          teacher_ckpt, self.opts.cfg_options,
+                          assistant=run.assistant)
 
     def write_config(self, run: Run, teacher_ckpt: Optional[str]) -> str:
-        """Write ``run``'s config (remembered for its method); its path."""
+        """Write ``run``'s config (remembered for the report); its path."""
         path = write_config(self.run_cfg(run, teacher_ckpt),
                             run.config_path(self.root))
         if run.method is not None:
-            self.configs[run.method.name] = osp.abspath(path)
+            self.configs[run.config_name] = osp.abspath(path)
         return path
 
     def schedule(self) -> dict:
@@ -167,7 +178,15 @@ class ExperimentState:
             data_root=osp.abspath(opts.data.root), train=opts.data.train,
             val=opts.data.val, classes=list(self.classes),
             optimizer=self._optimizers(), budget=self.budget.mode,
-            **self._time_budget())
+            **self._assistant(), **self._time_budget())
+
+    def _assistant(self) -> dict:
+        """``assistant`` (and ``assistant_method``) of the schedule."""
+        if self.opts.assistant is None:
+            return {}
+        return dict(assistant=self.opts.assistant,
+                    assistant_method=self.opts.assistant_method or
+                    'each method')
 
     def _optimizers(self) -> str:
         """The optimizer of every model family the runs use, e.g.
@@ -193,7 +212,9 @@ class ExperimentState:
         records = {name: r.to_dict() for name, r in self.results.items()}
         doc = build_results(self.opts.task, metric, self.seeds, records,
                             self.methods, self.preset.default_arch,
-                            self.configs, self.schedule())
+                            self.configs, self.schedule(),
+                            assistant=self.opts.assistant,
+                            assistants=self.assistant_runs())
         write_json(doc, osp.join(self.root, 'results.json'))
         trained = {r.name: r.iters - r.resumed_from
                    for r in self.results.values() if r.iters}
@@ -206,6 +227,12 @@ class ExperimentState:
                      self.title())
         return doc
 
+    def assistant_runs(self) -> Dict[str, str]:
+        """Method name -> the assistant run its via-assistant students
+        learn from (empty without ``--assistant``)."""
+        return {run.method.name: run.teacher for run in self.plan
+                if run.role == 'distill' and run.assistant is not None}
+
     def manifest(self) -> List[dict]:
         """``runs.json``: every run's config, log, checkpoint and status."""
         rows = []
@@ -215,6 +242,9 @@ class ExperimentState:
             rows.append(dict(
                 name=run.name, role=run.role, seed=run.seed,
                 method=run.method.name if run.method else None,
+                teacher=run.teacher, assistant=run.assistant,
+                teacher_ckpt=self._teacher_ckpt(run),
+                exported=res.exported if res else None,
                 config=run.config_path(self.root), work_dir=work_dir,
                 log=osp.join(work_dir, 'run.log'),
                 checkpoint=res.checkpoint if res else None,
@@ -227,13 +257,19 @@ class ExperimentState:
                 status='done' if res else 'pending or failed'))
         return rows
 
+    def _teacher_ckpt(self, run: Run) -> Optional[str]:
+        """The checkpoint ``run`` learns from, once its teacher run (or
+        assistant) has finished."""
+        done = self.results.get(run.teacher) if run.teacher else None
+        return done.as_teacher if done else None
+
     def curves(self) -> Dict[str, dict]:
         """Training curves of the finished students of the first seed."""
         first = self.seeds[0]
         return {run.name.rsplit('_seed', 1)[0]:
                 train_curves(run.work_dir(self.root))
                 for run in self.plan
-                if run.seed == first and run.role != 'teacher'
+                if run.seed == first and run.role in ('baseline', 'distill')
                 and run.name in self.results}
 
 
@@ -255,6 +291,21 @@ def _preset(opts: ExperimentOptions) -> Preset:
         preset = dataclasses.replace(preset, schedule=dataclasses.replace(
             preset.schedule, **overrides))
     return preset
+
+
+def _assistant_method(opts: ExperimentOptions) -> Optional[MethodSpec]:
+    """The spec of ``--assistant-method`` (None: each method's own)."""
+    if opts.assistant_method is None:
+        return None
+    return methods_for(opts.task, [opts.assistant_method])[0]
+
+
+def _check_assistants(preset: Preset, plan: List[Run],
+                      num_classes: int) -> None:
+    """Fail before any training if a family lacks the assistant."""
+    for run in plan:
+        if run.role == 'assistant':
+            assistant_cfg(preset, run.arch, num_classes, run.assistant)
 
 
 def _prepare(opts: ExperimentOptions) -> ExperimentState:
@@ -280,25 +331,31 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
                                 iters=opts.probe_iters))
     plan = plan_runs(methods, seeds, preset.default_arch,
                      sched.teacher_iters, sched.student_iters,
-                     train_teacher=opts.teacher_ckpt is None)
+                     train_teacher=opts.teacher_ckpt is None,
+                     assistant=opts.assistant,
+                     assistant_method=_assistant_method(opts))
+    _check_assistants(preset, plan, len(classes))
     with open(osp.join(root, 'experiment.json'), 'w') as f:
         json.dump(dict(command=opts.command, task=opts.task,
                        preset=preset.name, seeds=seeds,
                        methods=[m.name for m in methods], budget=book.mode,
+                       assistant=opts.assistant,
+                       assistant_method=opts.assistant_method,
                        runs=[r.name for r in plan]), f, indent=2)
     return ExperimentState(opts, preset, methods, seeds, classes, plan,
                            book)
 
 
-def _probe_teacher(state: ExperimentState, arch: str) -> Optional[str]:
-    """A teacher checkpoint for a probe of ``arch``'s methods, if any (a
-    probe only times the step: an untrained teacher costs the same)."""
-    if arch == state.preset.default_arch and state.opts.teacher_ckpt:
-        return state.opts.teacher_ckpt
-    for run in state.plan:
-        if run.role == 'teacher' and run.arch == arch:
-            done = read_result(run.work_dir(state.root))
-            return done.checkpoint if done else None
+def _probe_teacher(state: ExperimentState, run: Run) -> Optional[str]:
+    """The checkpoint of ``run``'s teacher (or assistant) for its probe,
+    if it is trained (a probe only times the step: an untrained teacher of
+    the same size costs the same)."""
+    for other in state.plan:
+        if other.name == run.teacher:
+            if other.iters == 0:
+                return state.opts.teacher_ckpt
+            done = read_result(other.work_dir(state.root))
+            return done.as_teacher if done else None
     return None
 
 
@@ -308,7 +365,7 @@ def _budget(state: ExperimentState, say: Callable[[str], None],
     opts = state.opts
 
     def probe(run: Run) -> float:
-        cfg = state.run_cfg(run, _probe_teacher(state, run.arch))
+        cfg = state.run_cfg(run, _probe_teacher(state, run))
         return run_probe(run.config_name, cfg, state.root,
                          opts.probe_warmup, opts.probe_iters, say, threads)
 
@@ -332,8 +389,8 @@ def _restore(state: ExperimentState, scheduler: RunScheduler,
                 f'started it, or use a new --work-dir')
         state.results[run.name] = prev
         if run.method is not None:
-            state.configs[run.method.name] = prev.config
-        scheduler.mark_finished(run, prev.checkpoint)
+            state.configs[run.config_name] = prev.config
+        scheduler.mark_finished(run, prev.as_teacher)
         progress.finish(run, prev, skipped=True)
 
 
@@ -375,7 +432,7 @@ class _Dispatcher:
             self.progress.finish(run, None)
             return
         self.state.results[run.name] = res
-        self.scheduler.mark_finished(run, res.checkpoint)
+        self.scheduler.mark_finished(run, res.as_teacher)
         self.progress.finish(run, res)
         self.state.write_reports()
 
@@ -429,7 +486,9 @@ def run_experiments(opts: ExperimentOptions,
     say = _serialized(echo)
     say(f'{len(state.plan)} runs ({opts.task}, preset {state.preset.name}, '
         f'seeds {state.seeds}, methods {[m.name for m in state.methods]}, '
-        f'budget {state.budget.mode}) in {state.root}' +
+        f'budget {state.budget.mode}' +
+        (f', assistant {opts.assistant}' if opts.assistant else '') +
+        f') in {state.root}' +
         (f', {opts.jobs} at a time' if opts.jobs > 1 else ''))
     threads = _threads_per_run(opts.jobs)
     _budget(state, say, threads)

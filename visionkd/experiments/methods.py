@@ -33,6 +33,7 @@ family in its name when the plain name is taken (``cwd_rtmdet``,
 import copy
 import functools
 import inspect
+import math
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -70,6 +71,9 @@ class ModelInfo:
         num_classes: Number of classes.
         input_hw: Nominal (h, w) of a training input.
         batch_size: Training images per iteration.
+        teacher_backbone_channels: Channels of the teacher map its decode
+            head reads, the last backbone stage (a ResNet's ``layer4``,
+            DDRNet's fused map: Af-DCD's feature); None for detection.
     """
 
     task: str
@@ -78,6 +82,7 @@ class ModelInfo:
     num_classes: int
     input_hw: Tuple[int, int]
     batch_size: int
+    teacher_backbone_channels: Optional[int] = None
 
     def sum_scale(self, ref_channels: int, ref_hw: Tuple[int, int],
                   spatial: bool = True) -> float:
@@ -319,7 +324,109 @@ def _cirkd(terms: dict, info: ModelInfo) -> dict:
     return terms
 
 
+#: Teacher channels of Af-DCD's feature in the paper setting (DeepLabV3
+#: R101's layer4) and the stride of that feature (dilated ResNets: 8).
+AF_DCD_REF_CHANNELS = 2048
+AF_DCD_STRIDE = 8
+
+
+def _af_dcd_pool(info: ModelInfo, loss: dict) -> int:
+    """Max-pooling window of the contrastive term at the preset's crop.
+
+    The paper pools the 64x128 stride-8 maps of 512x1024 crops 4x (to
+    16x32 = 512 locations, a bound on the term's cost; the official
+    CamVid setting does not pool its 45x45 maps): the window shrinks with
+    the crop's side, ``round(4 * sqrt(area / paper area))``, so the pooled
+    map keeps about the paper's number of locations, and never leaves
+    less than one patch; 1 or less is no pooling (0).
+    """
+    pool = loss.get('pool_size', _loss_default(loss['type'], 'pool_size'))
+    ph, pw = loss.get('patch_size',
+                      _loss_default(loss['type'], 'patch_size'))
+    h, w = (x // AF_DCD_STRIDE for x in info.input_hw)
+    ref = (SEG_REF_HW[0] * SEG_REF_HW[1])
+    pool = round(pool * math.sqrt(info.input_hw[0] * info.input_hw[1] /
+                                  ref))
+    while pool > 1 and (h // pool < ph or w // pool < pw):
+        pool -= 1
+    return pool if pool > 1 else 0
+
+
+def _af_dcd(terms: dict, info: ModelInfo) -> dict:
+    # L_fd sums (P - T)^2 over C x H x W of the stride-8 maps (/ N):
+    # lambda_fd x 2048 / teacher channels x (512 x 1024) / crop area. L_ctr
+    # is a mean over the pooled locations (cross-entropies summed over the
+    # tokens / (h x w) / N), so lambda_ctr and tau stay the paper's; the
+    # pooling follows the crop (_af_dcd_pool). The logits term
+    # (PixelWiseKDLoss) is a mean: as it is.
+    term = terms['af_dcd']
+    loss = term['loss']
+    channels = info.teacher_backbone_channels or AF_DCD_REF_CHANNELS
+    area = (SEG_REF_HW[0] * SEG_REF_HW[1]) / (info.input_hw[0] *
+                                              info.input_hw[1])
+    loss['pool_size'] = _af_dcd_pool(info, loss)
+    loss['lambda_fd'] = (loss['lambda_fd'] * AF_DCD_REF_CHANNELS /
+                         channels * area)
+    return terms
+
+
 _SEG = 'configs/{0}/pspnet_r101_to_r18_cityscapes_{0}.py'
 for _name, _fn in [('cwd', _as_is), ('skd', _skd), ('ifvd', _ifvd),
                    ('cirkd', _cirkd), ('dist', _as_is)]:
     _register(MethodSpec(_name, 'seg', _fn, _SEG.format(_name)))
+_AF_DCD = 'configs/af_dcd/deeplabv3_r101_to_r18_cityscapes_af_dcd.py'
+_register(MethodSpec('af_dcd', 'seg', _af_dcd, _AF_DCD))
+# BPKD's edge loss averages over each class's edge pixels (summed over the
+# classes an image has edges of) and its body loss is a CWD (a mean over
+# the class maps of spatial distributions): both independent of the crop
+# and the channels, the paper's weights as they are.
+_BPKD = 'configs/bpkd/pspnet_r101_to_r18_cityscapes_bpkd.py'
+_register(MethodSpec('bpkd', 'seg', _as_is, _BPKD))
+
+
+# The DDRNet family (DDRNet-23 -> DDRNet-23-slim, presets.py). Both predict
+# with the context head's logits, decode_head.conv_seg (stride 8): the
+# logit terms as they are. The DDRHead's second (spatial) head,
+# decode_head.aux_cls_seg, runs only in training (an eval-mode teacher
+# never computes it), so it trains on labels only and DIST keeps its
+# decode-logits term alone. The feature terms move to DDRNet's layers:
+# IFVD's feature after the PSP module -> decode_head.head (the head's
+# conv-BN-ReLU feature before the classifier); Af-DCD's last backbone
+# stage (a post-ReLU ResNet stage in the paper) -> the fused stride-8 map
+# the backbone returns, as the head's first BN-ReLU normalises it
+# (decode_head.head.0.activate, 4 x the backbone width: 'backbone' itself
+# returns a tuple in training, and its raw sum has no normalisation).
+_DDRNET_HEAD = 'decode_head.head'
+_DDRNET_FUSED = 'decode_head.head.0.activate'
+
+
+def _on_layer(term: dict, layer: str) -> None:
+    """Point a feature term at ``layer`` of both models."""
+    term['student'] = term['teacher'] = layer
+
+
+def _dist_ddrnet(terms: dict, info: ModelInfo) -> dict:
+    del terms['aux_logits']  # the spatial head runs only in training
+    return terms
+
+
+def _ifvd_ddrnet(terms: dict, info: ModelInfo) -> dict:
+    terms = _ifvd(terms, info)
+    _on_layer(terms['ifv'], _DDRNET_HEAD)
+    return terms
+
+
+def _af_dcd_ddrnet(terms: dict, info: ModelInfo) -> dict:
+    terms = _af_dcd(terms, info)
+    _on_layer(terms['af_dcd'], _DDRNET_FUSED)
+    return terms
+
+
+for _name, _fn, _src in [
+        ('cwd', _as_is, _SEG.format('cwd')),
+        ('dist', _dist_ddrnet, _SEG.format('dist')),
+        ('ifvd', _ifvd_ddrnet, _SEG.format('ifvd')),
+        ('af_dcd', _af_dcd_ddrnet, _AF_DCD),
+        ('bpkd', _as_is, _BPKD)]:
+    _register(MethodSpec(f'{_name}_ddrnet', 'seg', _fn, _src,
+                         arch='ddrnet'))

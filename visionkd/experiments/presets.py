@@ -28,7 +28,7 @@ AdamW as in mmdet (:data:`RTMDET_OPTIMIZER`); iterations, warm-up and LR
 policy are the preset's.
 """
 import os.path as osp
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
 __all__ = ['Schedule', 'ModelPair', 'Preset', 'PRESETS', 'get_preset',
@@ -90,11 +90,19 @@ class ModelPair:
             AdamW), used instead of the preset's SGD with its ``lr`` and
             ``weight_decay``; None: the preset's. Warm-up, LR policy,
             gradient clipping and iterations stay the preset's.
+        assistants: Name -> spec of the family's teacher assistants
+            (``--assistant NAME``): the same architecture between teacher
+            and student in size, so that a method's terms (written for the
+            family's student and teacher layers) apply to it as the
+            student of the teacher and as the teacher of the student.
+            ``'mid'``: half-way widths. Empty for a family whose teacher
+            and student differ in architecture.
     """
 
     teacher: dict
     student: dict
     optimizer: Optional[dict] = None
+    assistants: Dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,17 @@ def _faster_rcnn_demo(num_classes: int) -> ModelPair:
                      **head),
         student=dict(config=osp.join(_DEMO,
                                      'faster_rcnn_r18_bccd_student.py'),
-                     **head))
+                     **head),
+        # between the teacher (32, FPN 64, fc 256) and the student (16,
+        # FPN 32, fc 128)
+        assistants={'mid': _faster_rcnn_narrow(24, 48, num_classes,
+                                               fc=192)})
 
 
-def _faster_rcnn_narrow(width: int, fpn: int, num_classes: int) -> dict:
-    """The demo student's Faster R-CNN at another width (from scratch)."""
+def _faster_rcnn_narrow(width: int, fpn: int, num_classes: int,
+                        fc: Optional[int] = None) -> dict:
+    """The demo student's Faster R-CNN at another width (from scratch);
+    ``fc``: the box head's FC width (default ``2 * fpn``)."""
     return dict(
         config=osp.join(_DEMO, 'faster_rcnn_r18_bccd_student.py'),
         backbone=dict(base_channels=width),
@@ -152,23 +166,31 @@ def _faster_rcnn_narrow(width: int, fpn: int, num_classes: int) -> dict:
         rpn_head=dict(in_channels=fpn, feat_channels=fpn),
         roi_head=dict(
             bbox_roi_extractor=dict(out_channels=fpn),
-            bbox_head=dict(in_channels=fpn, fc_out_channels=2 * fpn,
+            bbox_head=dict(in_channels=fpn,
+                           fc_out_channels=fc or 2 * fpn,
                            num_classes=num_classes)))
 
 
 def _faster_rcnn_tiny(num_classes: int) -> ModelPair:
-    """Test-sized pair: R18 base width 16 (FPN 32) -> 8 (FPN 16)."""
+    """Test-sized pair: R18 base width 16 (FPN 32) -> 8 (FPN 16); the
+    assistant 12 (FPN 24)."""
     return ModelPair(teacher=_faster_rcnn_narrow(16, 32, num_classes),
-                     student=_faster_rcnn_narrow(8, 16, num_classes))
+                     student=_faster_rcnn_narrow(8, 16, num_classes),
+                     assistants={'mid': _faster_rcnn_narrow(12, 24,
+                                                            num_classes)})
 
 
 def _faster_rcnn_real(num_classes: int) -> ModelPair:
-    """Faster R-CNN R101-FPN -> R18-FPN with ImageNet backbones."""
+    """Faster R-CNN R101-FPN -> R18-FPN with ImageNet backbones; the
+    assistant R50-FPN."""
     head = dict(roi_head=dict(bbox_head=dict(num_classes=num_classes)))
     return ModelPair(
         teacher=dict(
             config='mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
             **head),
+        assistants={'mid': dict(
+            config='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+            **head)},
         student=dict(
             config='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
             backbone=dict(depth=18, init_cfg=dict(
@@ -285,11 +307,15 @@ def _pspnet_r18(width: int, channels: int, crop: Tuple[int, int],
 
 def _pspnet_narrow(teacher: Tuple[int, int], student: Tuple[int, int],
                    crop: Tuple[int, int]) -> Callable[[int], ModelPair]:
-    """PSPNet R18-D8 pair, (width, decode channels) each."""
+    """PSPNet R18-D8 pair, (width, decode channels) each; the assistant
+    ``'mid'`` at the mean of both."""
+    mid = ((teacher[0] + student[0]) // 2, (teacher[1] + student[1]) // 2)
+
     def build(num_classes: int) -> ModelPair:
         return ModelPair(
             teacher=_pspnet_r18(*teacher, crop, num_classes),
-            student=_pspnet_r18(*student, crop, num_classes))
+            student=_pspnet_r18(*student, crop, num_classes),
+            assistants={'mid': _pspnet_r18(*mid, crop, num_classes)})
     return build
 
 
@@ -306,9 +332,80 @@ def _pspnet_real(crop: Tuple[int, int]) -> Callable[[int], ModelPair]:
                          **heads),
             student=dict(config='mmseg::pspnet/'
                          'pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
-                         **heads))
+                         **heads),
+            assistants={'mid': dict(
+                config='mmseg::pspnet/'
+                'pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py', **heads)})
     return build
 
+
+_DDRNET = ('mmseg::ddrnet/'
+           'ddrnet_23{}_in1k-pre_2xb6-120k_cityscapes-1024x1024.py')
+#: Share of a batch's pixels the DDRNet recipe's OHEM keeps at least
+#: (min_kept 131072 of 6 images of 1024x1024).
+DDRNET_OHEM_SHARE = 131072 / (6 * 1024 * 1024)
+
+
+def _ddrnet(channels: int, head: int, crop: Tuple[int, int], batch: int,
+            num_classes: int) -> dict:
+    """DDRNet-23 from mmseg's ``ddrnet_23[-slim]`` config, from scratch.
+
+    ``channels`` is the backbone width (DDRNet-23-slim 32, DDRNet-23 64;
+    the decode head reads ``4 * channels``), ``head`` the DDRHead's
+    channels (64, 128). Test images padded to a multiple of 8 (DDRNet
+    adds its stride-8 branch to maps resized to (h // 8, w // 8), which
+    fails for other sizes, e.g. the tiny preset's 240x180). BN instead of
+    SyncBN; the recipe's two OHEM
+    cross-entropies (context head 1.0, training-only spatial head 0.4,
+    ``thres`` 0.9) keep at least the recipe's share of the batch's pixels
+    (``min_kept`` scaled from 6 x 1024 x 1024 to ``batch`` x crop), and
+    drop its Cityscapes class weights (frequencies of Cityscapes' 19
+    classes, not of the user's dataset).
+    """
+    kept = max(1, round(DDRNET_OHEM_SHARE * batch * crop[0] * crop[1]))
+    ohem = [dict(type='OhemCrossEntropy', thres=0.9, min_kept=kept,
+                 loss_weight=w) for w in (1.0, 0.4)]
+    return dict(
+        config=_DDRNET.format('-slim'),
+        # the stride-8 branch is added to maps resized to (h // 8, w // 8):
+        # test images are padded to a multiple of 8
+        data_preprocessor=dict(size=crop, test_cfg=dict(size_divisor=8)),
+        backbone=dict(channels=channels, norm_cfg=_BN, init_cfg=None),
+        decode_head=dict(in_channels=channels * 4, channels=head,
+                         norm_cfg=_BN, num_classes=num_classes,
+                         loss_decode=ohem))
+
+
+def _ddrnet_pair(teacher: Tuple[int, int], student: Tuple[int, int],
+                 crop: Tuple[int, int],
+                 batch: int) -> Callable[[int], ModelPair]:
+    """DDRNet pair, (backbone channels, head channels) each; the assistant
+    ``'mid'`` at the mean of both.
+
+    The real-time family (issue #14): DDRNet-23-slim, the cheapest
+    real-time student that learned from scratch on CamVid (a training
+    step at the cpu-small crop, batch 4, one thread: 0.76 s, 1.4 x the
+    quarter-width PSPNet student's 0.54 s; STDC1 1.31 s, Fast-SCNN 0.91 s,
+    BiSeNetV2 about 1.2 x STDC1; see docs/experiments.md), taught by
+    DDRNet-23, the same network at twice the width (mmseg's pair; 1.88 s,
+    3.5 x the parameters). A same-family teacher has the student's
+    strides, heads and layer names, so every method's terms apply on both
+    sides with only the channels differing (and the assistant, between
+    both, can be a student and a teacher).
+    """
+    mid = ((teacher[0] + student[0]) // 2, (teacher[1] + student[1]) // 2)
+
+    def build(num_classes: int) -> ModelPair:
+        return ModelPair(
+            teacher=_ddrnet(*teacher, crop, batch, num_classes),
+            student=_ddrnet(*student, crop, batch, num_classes),
+            assistants={'mid': _ddrnet(*mid, crop, batch, num_classes)})
+    return build
+
+
+#: DDRNet-23 and DDRNet-23-slim: (backbone channels, head channels).
+_DDRNET_23 = (64, 128)
+_DDRNET_23_SLIM = (32, 64)
 
 _SEG_TINY_CROP = (120, 160)
 _SEG_SMALL_CROP = (240, 320)
@@ -357,7 +454,8 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
     'seg': {
         'tiny': Preset(
             'tiny', 'seg',
-            {'pspnet': _pspnet_narrow((16, 32), (8, 16), _SEG_TINY_CROP)},
+            {'pspnet': _pspnet_narrow((16, 32), (8, 16), _SEG_TINY_CROP),
+             'ddrnet': _ddrnet_pair((16, 32), (8, 16), _SEG_TINY_CROP, 2)},
             'pspnet',
             Schedule(teacher_iters=2, student_iters=2, batch_size=2,
                      lr=0.01, weight_decay=5e-4, warmup_iters=0,
@@ -367,7 +465,9 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
             scale=(240, 180), crop=_SEG_TINY_CROP),
         'cpu-small': Preset(
             'cpu-small', 'seg',
-            {'pspnet': _pspnet_narrow((32, 64), (16, 32), _SEG_SMALL_CROP)},
+            {'pspnet': _pspnet_narrow((32, 64), (16, 32), _SEG_SMALL_CROP),
+             'ddrnet': _ddrnet_pair(_DDRNET_23, _DDRNET_23_SLIM,
+                                    _SEG_SMALL_CROP, 4)},
             'pspnet',
             Schedule(teacher_iters=800, student_iters=600, batch_size=4,
                      lr=0.01, weight_decay=5e-4, warmup_iters=50,
@@ -375,7 +475,9 @@ PRESETS: Dict[str, Dict[str, Preset]] = {
                      checkpoint_interval=100, log_interval=20),
             scale=(480, 360), crop=_SEG_SMALL_CROP),
         'gpu': Preset(
-            'gpu', 'seg', {'pspnet': _pspnet_real(_SEG_REAL_CROP)},
+            'gpu', 'seg', {'pspnet': _pspnet_real(_SEG_REAL_CROP),
+                           'ddrnet': _ddrnet_pair(_DDRNET_23, _DDRNET_23_SLIM,
+                                                  _SEG_REAL_CROP, 8)},
             'pspnet',
             Schedule(teacher_iters=20000, student_iters=20000,
                      batch_size=8, lr=0.01, weight_decay=5e-4,

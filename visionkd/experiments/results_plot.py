@@ -18,8 +18,9 @@ def _smooth(ys: List[float], k: int = 5) -> List[float]:
 def _bar_groups(doc: dict):
     """Bars of the metric panel, one group per model family.
 
-    Its baseline (grey), then its methods; the family's teacher is a dashed
-    line over its group. Returns (names, per-seed values per bar, indices
+    Its baseline (grey), then its methods (each followed by its run via
+    the teacher assistant, if any); the family's teacher is a dashed line
+    over its group. Returns (names, per-seed values per bar, indices
     of the grey bars, (arch, first bar, last bar, teacher) per family).
     """
     groups: Dict[Optional[str], List[str]] = {}
@@ -45,6 +46,11 @@ def _bar_groups(doc: dict):
         for n in methods:
             names.append(n)
             series.append(doc['methods'][n]['metric'])
+            via = doc['methods'][n].get('via_assistant')
+            if via is not None:
+                model = doc['assistants'][via['assistant']]['model']
+                names.append(f'{n} via {model}')
+                series.append(via['metric'])
         spans.append((arch, start, len(names) - 1, teacher))
     return names, series, greys, spans
 

@@ -23,7 +23,8 @@ def mean_std(values: Sequence[Optional[float]]):
 def build_results(task: str, metric: str, seeds: Sequence[int],
                   results: Dict[str, dict], methods: Sequence,
                   default_arch: str, configs: Dict[str, str],
-                  schedule: dict) -> dict:
+                  schedule: dict, assistant: Optional[str] = None,
+                  assistants: Optional[Dict[str, str]] = None) -> dict:
     """The ``results.json`` document (the issue's schema).
 
     ``{"task", "metric", "teacher": {"metric": x}, "baseline": {"metric":
@@ -31,6 +32,14 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
     "schedule": {...}}``. A seed that has not finished is ``null``. A
     method of another model family also gets its own ``teacher`` and
     ``baseline`` entries and its family name as ``arch``.
+
+    With a teacher assistant (``assistant``: the model's name;
+    ``assistants``: method name -> the assistant run its students via the
+    assistant learn from), the document has
+    ``"assistants": {run: {"model", "method", "arch", "metric",
+    "config"}}`` and each method a ``"via_assistant": {"assistant": run,
+    "metric": [per seed], "config": path}`` entry beside its direct
+    (teacher -> student) ``metric``.
     """
     def metric_of(name: str) -> Optional[float]:
         res = results.get(name)
@@ -55,7 +64,34 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
             entry['baseline'] = dict(metric=[
                 metric_of(f'baseline{sfx(arch)}_seed{s}') for s in seeds])
         doc['methods'][m.name] = entry
+    if assistant is not None and assistants:
+        _add_assistants(doc, assistant, assistants, metric_of, seeds,
+                        methods, default_arch, configs)
     return doc
+
+
+def _add_assistants(doc: dict, model: str, assistants: Dict[str, str],
+                    metric_of, seeds: Sequence[int], methods: Sequence,
+                    default_arch: str, configs: Dict[str, str]) -> None:
+    """``assistants`` and every method's ``via_assistant`` entry.
+
+    An assistant run is ``assistant_<model>_<method>``; a student via it
+    ``<method>_via_<model>_seed<N>``.
+    """
+    doc['assistants'] = {}
+    specs = {m.name: m for m in methods}
+    for name, run in assistants.items():
+        method = run[len(f'assistant_{model}_'):]
+        arch = specs[name].arch or default_arch
+        doc['assistants'].setdefault(run, dict(
+            model=model, method=method,
+            arch=None if arch == default_arch else arch,
+            metric=metric_of(run), config=configs.get(run)))
+        via = f'{name}_via_{model}'
+        doc['methods'][name]['via_assistant'] = dict(
+            assistant=run, metric=[metric_of(f'{via}_seed{s}')
+                                   for s in seeds],
+            config=configs.get(via))
 
 
 def has_default_family(doc: dict) -> bool:
@@ -104,10 +140,38 @@ def _method_row(name: str, values: List[Optional[float]],
             f'{closed} | {beyond} |')
 
 
+def _assistant_rows(doc: dict, arch: Optional[str]) -> List[str]:
+    """One row per teacher assistant of the family ``arch`` (None: the
+    default family), e.g. ``assistant mid (cwd)``."""
+    rows = []
+    for entry in doc.get('assistants', {}).values():
+        if entry['arch'] == arch:
+            m = entry['metric']
+            rows.append(f'| assistant {entry["model"]} ({entry["method"]}) '
+                        f'| {"n/a" if m is None else f"{m:.1f}"} | | | | |')
+    return rows
+
+
+def _method_rows(doc: dict, name: str, teacher: Optional[float],
+                 base: List[Optional[float]]) -> List[str]:
+    """A method's row (teacher -> student) and, with an assistant, its
+    row via the assistant (gain and gap against the same baseline and
+    teacher)."""
+    entry = doc['methods'][name]
+    t = entry.get('teacher', {}).get('metric', teacher)
+    b = entry.get('baseline', {}).get('metric', base)
+    rows = [_method_row(name, entry['metric'], t, b)]
+    via = entry.get('via_assistant')
+    if via is not None:
+        model = doc['assistants'][via['assistant']]['model']
+        rows.append(_method_row(f'{name} via {model}', via['metric'], t, b))
+    return rows
+
+
 def _family_rows(doc: dict) -> List[str]:
     """The method rows: the main family's first, then one block per other
-    family (its own teacher and baseline, e.g. LD on GFL) so that every
-    gain reads against the rows right above it."""
+    family (its own teacher, assistants and baseline, e.g. LD on GFL) so
+    that every gain reads against the rows right above it."""
     teacher = doc['teacher']['metric']
     base = doc['baseline']['metric']
     families: Dict[Optional[str], List[str]] = {}
@@ -120,16 +184,13 @@ def _family_rows(doc: dict) -> List[str]:
             t = first['teacher']['metric']
             b = first['baseline']['metric']
             m_, s_, n_ = mean_std(b)
-            lines += [
-                f'| teacher ({arch}) | '
-                f'{"n/a" if t is None else f"{t:.1f}"} | | | | |',
-                f'| baseline student ({arch}) | {_fmt(m_, s_, n_)} | '
-                f'{_seeds(b)} | | | |']
+            lines.append(f'| teacher ({arch}) | '
+                         f'{"n/a" if t is None else f"{t:.1f}"} | | | | |')
+            lines += _assistant_rows(doc, arch)
+            lines.append(f'| baseline student ({arch}) | {_fmt(m_, s_, n_)} '
+                         f'| {_seeds(b)} | | | |')
         for name in names:
-            entry = doc['methods'][name]
-            t = entry.get('teacher', {}).get('metric', teacher)
-            b = entry.get('baseline', {}).get('metric', base)
-            lines.append(_method_row(name, entry['metric'], t, b))
+            lines += _method_rows(doc, name, teacher, base)
     return lines
 
 
@@ -209,11 +270,12 @@ def write_markdown(doc: dict, path: str, title: str,
         '| all seeds > best baseline seed |',
         '|---|---|---|---|---|---|']
     if has_default_family(doc):
-        lines += [
+        lines.append(
             f'| teacher | {"n/a" if teacher is None else f"{teacher:.1f}"} '
-            '| | | | |',
-            f'| baseline student | {_fmt(bm, bs, bn)} | {_seeds(base)} '
-            '| | | |']
+            '| | | | |')
+        lines += _assistant_rows(doc, None)
+        lines.append(f'| baseline student | {_fmt(bm, bs, bn)} | '
+                     f'{_seeds(base)} | | | |')
     lines += _family_rows(doc)
     lines += [
         '',
@@ -221,6 +283,14 @@ def write_markdown(doc: dict, path: str, title: str,
         'deviation over the seeds; gain = method mean - baseline mean; gap '
         'closed = gain / (teacher - baseline mean).',
     ]
+    if doc.get('assistants'):
+        lines += [
+            '', '`assistant <model> (<method>)`: the teacher assistant, '
+            'trained distilled from the teacher with that method (one '
+            'seed); `<method> via <model>`: the student distilled from '
+            'that assistant with the method (teacher -> assistant -> '
+            'student); its gain and gap closed read against the same '
+            'baseline and teacher as the direct row above it.']
     if seconds:
         lines += ['', _wall_time_line(seconds, trained)]
     tmp = path + '.tmp'

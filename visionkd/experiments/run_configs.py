@@ -14,8 +14,8 @@ from .dataset_configs import DataSpec, dataset_cfg
 from .methods import MethodSpec, ModelInfo
 from .presets import Preset
 
-__all__ = ['METRIC_KEYS', 'model_cfgs', 'model_info', 'family_optimizer',
-           'run_config', 'write_config']
+__all__ = ['METRIC_KEYS', 'model_cfgs', 'assistant_cfg', 'model_info',
+           'family_optimizer', 'run_config', 'write_config']
 
 #: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
 METRIC_KEYS = {
@@ -27,6 +27,8 @@ _RUNTIME = {'det': 'mmdet::_base_/default_runtime.py',
 _VIS_HOOK = {'det': 'DetVisualizationHook', 'seg': 'SegVisualizationHook'}
 #: (task, preset name, arch, num_classes) -> resolved (teacher, student).
 _MODEL_CACHE: dict = {}
+#: (task, preset name, arch, num_classes, name) -> resolved assistant.
+_ASSISTANT_CACHE: dict = {}
 
 
 def model_cfgs(preset: Preset, arch: str,
@@ -56,6 +58,41 @@ def _model_cfgs(preset: Preset, arch: str,
     return teacher, student
 
 
+def assistant_cfg(preset: Preset, arch: str, num_classes: int,
+                  name: str) -> dict:
+    """Resolved model dict of the family's assistant ``name``.
+
+    Raises:
+        ValueError: if the family defines no assistant of that name.
+    """
+    key = (preset.task, preset.name, arch, num_classes, name)
+    if key not in _ASSISTANT_CACHE:
+        if arch not in preset.archs:
+            raise ValueError(f'preset {preset.name!r} ({preset.task}) has '
+                             f'no model family {arch!r}')
+        specs = preset.archs[arch](num_classes).assistants
+        if name not in specs:
+            have = sorted(a for a in preset.archs
+                          if preset.archs[a](num_classes).assistants)
+            raise ValueError(
+                f'--assistant {name!r}: the {arch!r} family of preset '
+                f'{preset.name!r} ({preset.task}) defines '
+                f'{sorted(specs) or "no assistant"}; families with '
+                f'assistants: {have}')
+        scope = 'mmdet' if preset.task == 'det' else 'mmseg'
+        _ASSISTANT_CACHE[key] = resolve_model_cfg(
+            specs[name], scope, 'assistant').to_dict()
+    return copy.deepcopy(_ASSISTANT_CACHE[key])
+
+
+def _head_in_channels(model: dict) -> Optional[int]:
+    """Channels of the map a segmentor's decode head reads (PSPNet: the
+    ResNet's last stage; DDRNet: the fused stride-8 map); None without a
+    decode head of one input."""
+    channels = model.get('decode_head', {}).get('in_channels')
+    return channels if isinstance(channels, int) else None
+
+
 def model_info(preset: Preset, teacher: dict, student: dict,
                num_classes: int) -> ModelInfo:
     """Channels of the distilled features and the input geometry."""
@@ -66,7 +103,8 @@ def model_info(preset: Preset, teacher: dict, student: dict,
     return ModelInfo(task=preset.task, student_channels=int(s),
                      teacher_channels=int(t), num_classes=num_classes,
                      input_hw=preset.input_hw(),
-                     batch_size=preset.schedule.batch_size)
+                     batch_size=preset.schedule.batch_size,
+                     teacher_backbone_channels=_head_in_channels(teacher))
 
 
 def family_optimizer(preset: Preset, arch: str,
@@ -131,49 +169,76 @@ def _schedule(preset: Preset, iters: int, optimizer: dict) -> dict:
                            base_batch_size=sched.batch_size))
 
 
+def _run_models(preset: Preset, role: str, arch: str, num_classes: int,
+                assistant: Optional[str]) -> Tuple[dict, Optional[dict]]:
+    """(student, teacher) models of a run; the teacher is None for the
+    teacher and baseline runs, whose one model is the first.
+
+    An ``'assistant'`` run trains the assistant as the student of the
+    family's teacher; a ``'distill'`` run with ``assistant`` has the
+    assistant as its teacher.
+    """
+    teacher, student = model_cfgs(preset, arch, num_classes)
+    if role == 'teacher':
+        return teacher, None
+    if role == 'baseline':
+        return student, None
+    if role not in ('distill', 'assistant'):
+        raise ValueError(f'unknown role {role!r}')
+    if assistant is None:
+        if role == 'assistant':
+            raise ValueError('role="assistant" needs the assistant name')
+        return student, teacher
+    middle = assistant_cfg(preset, arch, num_classes, assistant)
+    return (middle, teacher) if role == 'assistant' else (student, middle)
+
+
 def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
                role: str, arch: str,
                method: Optional[MethodSpec] = None,
                teacher_ckpt: Optional[str] = None,
-               cfg_options: Optional[dict] = None) -> dict:
+               cfg_options: Optional[dict] = None,
+               assistant: Optional[str] = None) -> dict:
     """The config dict of one run.
 
     Args:
         preset: The preset.
         data: The dataset.
         classes: Class names.
-        role: ``'teacher'``, ``'baseline'`` or ``'distill'``.
+        role: ``'teacher'``, ``'assistant'``, ``'baseline'`` or
+            ``'distill'``.
         arch: Model family.
-        method: The method (``role='distill'`` only).
-        teacher_ckpt: Teacher checkpoint (``role='distill'`` only).
+        method: The method (``'distill'`` and ``'assistant'``).
+        teacher_ckpt: Teacher checkpoint (``'distill'`` and
+            ``'assistant'``; via an assistant, the assistant's).
         cfg_options: Extra ``key.sub=value`` overrides for every run.
+        assistant: The family's assistant (``ModelPair.assistants``) the
+            ``'assistant'`` run trains, or the teacher of a ``'distill'``
+            run via the assistant.
     """
-    teacher, student = model_cfgs(preset, arch, len(classes))
+    model, teacher = _run_models(preset, role, arch, len(classes),
+                                 assistant)
     runtime = copy.deepcopy(_runtime(preset.task))
     sched = preset.schedule
-    iters = sched.teacher_iters if role == 'teacher' else sched.student_iters
+    # an assistant is the next step's teacher: the teacher's schedule
+    iters = sched.teacher_iters if role in ('teacher', 'assistant') \
+        else sched.student_iters
     cfg = Config(runtime)
     cfg.merge_from_dict(_schedule(
         preset, iters, family_optimizer(preset, arch, len(classes))))
     cfg.merge_from_dict(dataset_cfg(data, preset, classes))
-    if role == 'teacher':
-        model = teacher
-    elif role == 'baseline':
-        model = student
-    elif role == 'distill':
+    if teacher is not None:
         if method is None:
-            raise ValueError('role="distill" needs a method')
-        info = model_info(preset, teacher, student, len(classes))
+            raise ValueError(f'role={role!r} needs a method')
+        info = model_info(preset, teacher, model, len(classes))
         model = dict(
             type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
                                 else 'SegmentationDistiller'),
-            student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+            student=model, teacher=teacher, teacher_ckpt=teacher_ckpt,
             distill_terms=method.build_terms(info))
         teacher_metric = _teacher_metric(preset.task, teacher_ckpt)
         if teacher_metric is not None:
             cfg.teacher_metric = teacher_metric  # for the run's summary
-    else:
-        raise ValueError(f'unknown role {role!r}')
     cfg.model = copy.deepcopy(model)
     cfg.randomness = dict(seed=0)
     if cfg_options:

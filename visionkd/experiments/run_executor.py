@@ -3,8 +3,12 @@
 Each run lives in its own folder. A finished run has ``result.json`` and is
 never redone (its metric is read back); a run with checkpoints but no
 result was interrupted and is resumed from its last checkpoint
-(``tools/train.py --resume``). Subprocesses inherit the environment, so a
-crash (or a kill) of one run leaves the runner and the other runs alone.
+(``tools/train.py --resume``). A teacher assistant's distiller checkpoint
+is exported (``tools/export_student.py``) to a plain mmdet/mmseg
+checkpoint and config, ``assistant.pth`` / ``assistant.py`` in its folder,
+which the students via the assistant load as their teacher. Subprocesses
+inherit the environment, so a crash (or a kill) of one run leaves the
+runner and the other runs alone.
 """
 import json
 import os
@@ -22,10 +26,15 @@ from .run_plan import Run
 from .scalars_log import last_value
 
 __all__ = ['RunFailed', 'RunResult', 'read_result', 'last_checkpoint',
-           'checkpoint_iter', 'stream_command', 'execute_run']
+           'checkpoint_iter', 'stream_command', 'execute_run',
+           'EXPORTED_CKPT', 'EXPORTED_CONFIG']
 
 _TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 _TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
+_EXPORT = osp.join(REPO_ROOT, 'tools', 'export_student.py')
+#: An assistant's exported plain checkpoint and config, in its folder.
+EXPORTED_CKPT = 'assistant.pth'
+EXPORTED_CONFIG = 'assistant.py'
 
 
 class RunFailed(RuntimeError):
@@ -35,7 +44,7 @@ class RunFailed(RuntimeError):
 #: Keys of ``result.json``, in file order.
 _RESULT_KEYS = ('name', 'role', 'method', 'seed', 'metric', 'checkpoint',
                 'config', 'log', 'work_dir', 'iters', 'resumed_from',
-                'seconds')
+                'seconds', 'exported')
 
 
 @dataclass
@@ -55,6 +64,9 @@ class RunResult:
         work_dir: Its folder.
         iters: Training iterations (0: evaluation only).
         resumed_from: Iteration it resumed from (0: trained from scratch).
+        exported: A teacher assistant's plain model checkpoint (its
+            distiller checkpoint's student, ``tools/export_student.py``):
+            the teacher of the students via the assistant.
     """
 
     name: str
@@ -69,6 +81,12 @@ class RunResult:
     work_dir: Optional[str] = None
     iters: int = 0
     resumed_from: int = 0
+    exported: Optional[str] = None
+
+    @property
+    def as_teacher(self) -> str:
+        """The checkpoint a student of this run loads as its teacher."""
+        return self.exported or self.checkpoint
 
     def to_dict(self) -> dict:
         """The ``result.json`` record."""
@@ -198,6 +216,19 @@ def _evaluate(run: Run, work_dir: str, config: str, log: str, key: str,
     return metrics[key]
 
 
+def _export(run: Run, work_dir: str, config: str, checkpoint: str,
+            log: str, echo: Callable[[str], None],
+            threads: Optional[int]) -> str:
+    """Export an assistant's student to a plain checkpoint and config
+    (``tools/export_student.py``); the checkpoint's path."""
+    dst = osp.join(work_dir, EXPORTED_CKPT)
+    stream_command([sys.executable, _EXPORT, checkpoint, dst, '--config',
+                    config, '--out-config',
+                    osp.join(work_dir, EXPORTED_CONFIG)],
+                   log, echo, run.name, threads)
+    return osp.abspath(dst)
+
+
 def _save(result: RunResult, work_dir: str) -> None:
     tmp = osp.join(work_dir, 'result.json.tmp')
     with open(tmp, 'w') as f:
@@ -210,6 +241,9 @@ def execute_run(run: Run, root: str, task: str,
                 echo: Callable[[str], None] = print,
                 threads: Optional[int] = None) -> RunResult:
     """Train (or resume) and evaluate one run; return its result.
+
+    An assistant run (``run.role == 'assistant'``) is also exported to a
+    plain checkpoint (:attr:`RunResult.exported`).
 
     Args:
         run: The run.
@@ -240,6 +274,10 @@ def execute_run(run: Run, root: str, task: str,
     if value is None:  # evaluation-only run, or validation did not log
         value = _evaluate(run, work_dir, config, log, key, checkpoint, echo,
                           threads)
+    exported = None
+    if run.role == 'assistant':
+        exported = _export(run, work_dir, config, checkpoint, log, echo,
+                           threads)
     result = RunResult(
         name=run.name, role=run.role,
         method=run.method.name if run.method else None, seed=run.seed,
@@ -247,6 +285,6 @@ def execute_run(run: Run, root: str, task: str,
         checkpoint=osp.abspath(checkpoint), config=osp.abspath(config),
         log=osp.abspath(log), work_dir=osp.abspath(work_dir),
         iters=run.iters, resumed_from=resumed_from,
-        seconds=round(time.time() - start, 1))
+        seconds=round(time.time() - start, 1), exported=exported)
     _save(result, work_dir)
     return result

@@ -1,11 +1,12 @@
 """Which runs an experiment needs, in execution order."""
 import os.path as osp
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .methods import MethodSpec
 
-__all__ = ['Run', 'family_order', 'plan_runs']
+__all__ = ['Run', 'family_order', 'plan_runs', 'teacher_run_name',
+           'assistant_run_name']
 
 
 @dataclass(frozen=True)
@@ -14,13 +15,23 @@ class Run:
 
     Attributes:
         name: Unique name, also its folder under ``<work_dir>/runs``.
-        role: ``'teacher'``, ``'baseline'`` or ``'distill'``.
+        role: ``'teacher'``, ``'assistant'`` (a teacher assistant: a
+            model between teacher and student, trained distilled from the
+            teacher, then the teacher of the via-assistant students),
+            ``'baseline'`` or ``'distill'``.
         arch: Model family.
         seed: Random seed (None for the teacher's test-only run).
-        method: The method of a ``'distill'`` run.
+        method: The method of a ``'distill'`` or ``'assistant'`` run.
         config_name: Its config under ``<work_dir>/configs`` (shared by
             the seeds; the seed is passed on the command line).
         iters: Training iterations (0: evaluation only).
+        teacher: Name of the run whose checkpoint is its teacher
+            (``'distill'`` and ``'assistant'`` runs); None: its family's
+            teacher.
+        assistant: Name of the family's assistant model
+            (``ModelPair.assistants``): the model an ``'assistant'`` run
+            trains, or the teacher of a ``'distill'`` run via the
+            assistant; None otherwise.
     """
 
     name: str
@@ -30,6 +41,8 @@ class Run:
     method: Optional[MethodSpec]
     config_name: str
     iters: int
+    teacher: Optional[str] = None
+    assistant: Optional[str] = None
 
     def work_dir(self, root: str) -> str:
         return osp.join(root, 'runs', self.name)
@@ -40,6 +53,17 @@ class Run:
 
 def _suffix(arch: str, default_arch: str) -> str:
     return '' if arch == default_arch else f'_{arch}'
+
+
+def teacher_run_name(arch: str, default_arch: str) -> str:
+    """``'teacher'`` for the default family, ``'teacher_<arch>'`` else."""
+    return f'teacher{_suffix(arch, default_arch)}'
+
+
+def assistant_run_name(assistant: str, method: MethodSpec) -> str:
+    """``'assistant_<assistant>_<method>'``: the assistant model trained
+    distilled from the teacher with ``method``."""
+    return f'assistant_{assistant}_{method.name}'
 
 
 def family_order(methods: Sequence[MethodSpec],
@@ -59,9 +83,65 @@ def family_order(methods: Sequence[MethodSpec],
     return archs or [default_arch]
 
 
+def _assistant_methods(methods: Sequence[MethodSpec], default_arch: str,
+                       assistant_method: Optional[MethodSpec]
+                       ) -> Dict[str, MethodSpec]:
+    """Method name -> the method its assistant is trained with.
+
+    Each method's own (the TAKD chain: the same distillation at both
+    steps) or, with ``assistant_method``, that one for every method, which
+    must then all be of its model family.
+    """
+    if not methods:
+        raise ValueError('--assistant needs --methods: the assistant is '
+                         'the teacher of the distilled students')
+    if assistant_method is None:
+        return {m.name: m for m in methods}
+    arch = assistant_method.arch or default_arch
+    other = [m.name for m in methods if (m.arch or default_arch) != arch]
+    if other:
+        raise ValueError(
+            f'--assistant-method {assistant_method.name} trains an '
+            f'assistant of the {arch!r} family, but the methods {other} '
+            f'distil another family; drop --assistant-method (each method '
+            f'trains its own assistant) or run those methods separately')
+    return {m.name: assistant_method for m in methods}
+
+
+def _assistant_runs(methods: Sequence[MethodSpec], default_arch: str,
+                    teacher_iters: int, assistant: str,
+                    assistant_method: Optional[MethodSpec]) -> List[Run]:
+    """One run per distinct assistant, trained from its family's teacher
+    for the teacher's iterations (it is the next step's teacher)."""
+    runs: Dict[str, Run] = {}
+    for spec in _assistant_methods(methods, default_arch,
+                                   assistant_method).values():
+        name = assistant_run_name(assistant, spec)
+        arch = spec.arch or default_arch
+        runs.setdefault(name, Run(
+            name, 'assistant', arch, 0, spec, name, teacher_iters,
+            teacher=teacher_run_name(arch, default_arch),
+            assistant=assistant))
+    return list(runs.values())
+
+
+def _teacher_runs(archs: Sequence[str], default_arch: str,
+                  teacher_iters: int, train_teacher: bool) -> List[Run]:
+    """One teacher per family; the default family's evaluation-only when
+    its checkpoint was given."""
+    runs = []
+    for arch in archs:
+        name = teacher_run_name(arch, default_arch)
+        given = arch == default_arch and not train_teacher
+        runs.append(Run(name, 'teacher', arch, None if given else 0, None,
+                        name, 0 if given else teacher_iters))
+    return runs
+
+
 def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
               default_arch: str, teacher_iters: int, student_iters: int,
-              train_teacher: bool = True) -> List[Run]:
+              train_teacher: bool = True, assistant: Optional[str] = None,
+              assistant_method: Optional[MethodSpec] = None) -> List[Run]:
     """Teacher(s) first, then per seed the baseline(s) and every method.
 
     Only the model families the methods need are trained: a method whose
@@ -72,6 +152,14 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
     ``train_teacher=False`` (a teacher checkpoint was given) makes the
     default teacher an evaluation-only run; it is an error when no method
     uses the default family.
+
+    With ``assistant`` (a name of the families' ``ModelPair.assistants``)
+    the teachers are followed by the assistant runs
+    (``assistant_<name>_<method>``, seed 0, ``teacher_iters``, distilled
+    from the family's teacher with each method, or with
+    ``assistant_method`` only), and every method's run of a seed by its
+    run via the assistant, ``<method>_via_<name>_seed<N>``, whose teacher
+    is that assistant.
     """
     archs = family_order(methods, default_arch)
     if not train_teacher and default_arch not in archs:
@@ -80,13 +168,17 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
             f'{default_arch!r}, which none of the methods '
             f'{[m.name for m in methods]} uses (they need {archs}); drop '
             f'--teacher-ckpt or add a method of that family')
-    runs = []
-    for arch in archs:
-        sfx = _suffix(arch, default_arch)
-        given = arch == default_arch and not train_teacher
-        runs.append(Run(f'teacher{sfx}', 'teacher', arch,
-                        None if given else 0, None, f'teacher{sfx}',
-                        0 if given else teacher_iters))
+    if assistant_method is not None and assistant is None:
+        raise ValueError('--assistant-method needs --assistant')
+    runs = _teacher_runs(archs, default_arch, teacher_iters, train_teacher)
+    via: Dict[str, str] = {}
+    if assistant is not None:
+        trained = _assistant_methods(methods, default_arch,
+                                     assistant_method)
+        runs += _assistant_runs(methods, default_arch, teacher_iters,
+                                assistant, assistant_method)
+        via = {m: assistant_run_name(assistant, spec)
+               for m, spec in trained.items()}
     for seed in seeds:
         for arch in archs:
             sfx = _suffix(arch, default_arch)
@@ -95,5 +187,11 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
         for m in methods:
             arch = m.arch or default_arch
             runs.append(Run(f'{m.name}_seed{seed}', 'distill', arch, seed,
-                            m, m.name, student_iters))
+                            m, m.name, student_iters,
+                            teacher=teacher_run_name(arch, default_arch)))
+            if m.name in via:
+                config = f'{m.name}_via_{assistant}'
+                runs.append(Run(f'{config}_seed{seed}', 'distill', arch,
+                                seed, m, config, student_iters,
+                                teacher=via[m.name], assistant=assistant))
     return runs

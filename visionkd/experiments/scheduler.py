@@ -7,12 +7,13 @@ orchestration (:mod:`.experiment`) asks it for the runs that are
 ``mark_skipped``.
 
 Rules: runs start in plan order (teachers first), at most ``jobs`` at a
-time; a distilled student waits until the teacher of its model family has
-finished (it needs the checkpoint), and is skipped when that teacher
-failed.
+time; a distilled student (or a teacher assistant) waits until its teacher
+run (``Run.teacher``: the teacher of its model family, or for a student via
+an assistant, that assistant) has finished (it needs the checkpoint), and
+is skipped when that run failed or was skipped.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .run_plan import Run
 
@@ -53,6 +54,9 @@ class RunScheduler:
         self.failed: List[str] = []
         self._teacher_ckpts: Dict[str, str] = {}
         self._failed_archs: Set[str] = set()
+        #: Run name -> checkpoint of the finished teachers and assistants.
+        self._ckpts: Dict[str, str] = {}
+        self._failed_names: Set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -63,11 +67,20 @@ class RunScheduler:
         """Checkpoint of the finished teacher of ``arch`` (None if not)."""
         return self._teacher_ckpts.get(arch)
 
-    def _state(self, run: Run) -> str:
-        """'go', 'wait' (teacher not trained yet) or 'skip'."""
-        if run.role != 'distill' or run.arch in self._teacher_ckpts:
-            return 'go'
-        return 'skip' if run.arch in self._failed_archs else 'wait'
+    def _state(self, run: Run) -> Tuple[str, Optional[str]]:
+        """('go', teacher checkpoint or None), ('wait', None) (its teacher
+        has not finished yet) or ('skip', None) (its teacher failed)."""
+        if run.role not in ('distill', 'assistant'):
+            return 'go', None
+        if run.teacher is None:  # the family's teacher
+            ckpt = self._teacher_ckpts.get(run.arch)
+            failed = run.arch in self._failed_archs
+        else:
+            ckpt = self._ckpts.get(run.teacher)
+            failed = run.teacher in self._failed_names
+        if ckpt is not None:
+            return 'go', ckpt
+        return ('skip' if failed else 'wait'), None
 
     def ready(self) -> List[Step]:
         """The runs to start or skip now, in plan order (changes nothing).
@@ -82,14 +95,12 @@ class RunScheduler:
         for run in self.pending:
             if free <= 0:
                 break
-            state = self._state(run)
+            state, ckpt = self._state(run)
             if state == 'wait':
                 waiting.append(run)
             elif state == 'skip':
                 steps.append(Step(run, skip=True))
             else:
-                ckpt = self.teacher_ckpt(run.arch) \
-                    if run.role == 'distill' else None
                 steps.append(Step(run, ckpt))
                 free -= 1
         if not self.running and all(s.skip for s in steps):
@@ -109,20 +120,27 @@ class RunScheduler:
 
     def mark_finished(self, run: Run, checkpoint: Optional[str]) -> None:
         """``run`` (running, or pending and done in an earlier session)
-        finished; a teacher's ``checkpoint`` releases its students."""
+        finished; a teacher's (an assistant's) ``checkpoint`` releases its
+        students."""
         self._take(run)
         self.finished.append(run.name)
+        if run.role in ('teacher', 'assistant'):
+            self._ckpts[run.name] = checkpoint
         if run.role == 'teacher':
             self._teacher_ckpts[run.arch] = checkpoint
 
     def mark_failed(self, run: Run) -> None:
-        """``run`` failed; a teacher's students will be skipped."""
+        """``run`` failed; a teacher's (an assistant's) students will be
+        skipped."""
         self._take(run)
         self.failed.append(run.name)
+        self._failed_names.add(run.name)
         if run.role == 'teacher':
             self._failed_archs.add(run.arch)
 
     def mark_skipped(self, run: Run) -> None:
-        """``run`` (pending) is not run (a :class:`Step` with ``skip``)."""
+        """``run`` (pending) is not run (a :class:`Step` with ``skip``);
+        the students of a skipped assistant are skipped too."""
         self._take(run)
         self.failed.append(run.name)
+        self._failed_names.add(run.name)
