@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
+from tests.test_experiments.helpers import seg_batch
 from visionkd.experiments import METHODS, get_preset, methods_for
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.results_plot import _bar_groups
@@ -210,23 +211,10 @@ def test_tiny_seg_assistant_terms_build_on_both_sides(method):
     """The pspnet family's assistant as the student of the teacher and as
     the teacher of the student: the terms build and the KD losses reach
     the student only."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
     from visionkd.registry import MODELS
     preset = get_preset('seg', 'tiny')
     data = DataSpec(CAMVID, 'train', 'val', classes=('a', 'b', 'c'))
-    h, w = preset.crop
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample()
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 3, (1, h, w),
-                                                         generator=g))
-        sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w)))
-        samples.append(sample)
-    batch = dict(inputs=[torch.rand(3, h, w, generator=g) * 255
-                         for _ in range(2)], data_samples=samples)
+    batch = seg_batch(preset.crop, num_classes=3)
     for role in ('assistant', 'distill'):
         cfg = run_config(preset, data, data.classes, role, 'pspnet',
                          METHODS['seg'][method], assistant='mid')

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
-from tests.test_experiments.helpers import walk_config
+from tests.test_experiments.helpers import seg_batch, walk_config
 from visionkd.experiments import METHODS, get_preset
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.presets import DDRNET_OHEM_SHARE, PRESETS
@@ -90,22 +90,6 @@ def test_ddrnet_methods_distil_ddrnets_layers():
     assert terms['bpkd_ddrnet']['bpkd']['loss']['type'] == 'BPKDLoss'
 
 
-def _seg_batch(preset, n=2):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    h, w = preset.crop
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(n):
-        sample = SegDataSample()
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 11, (1, h, w),
-                                                         generator=g))
-        sample.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w)))
-        samples.append(sample)
-    return dict(inputs=[torch.rand(3, h, w, generator=g) * 255
-                        for _ in range(n)], data_samples=samples)
-
-
 @pytest.mark.parametrize('name', DDRNET_METHODS + ['af_dcd', 'bpkd'])
 def test_tiny_terms_build_a_distiller_that_trains(name):
     """Each DDRNet method (and Af-DCD, BPKD on the default PSPNet family)
@@ -121,7 +105,7 @@ def test_tiny_terms_build_a_distiller_that_trains(name):
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg['model'])
     model.train()
-    losses = model(**model.data_preprocessor(_seg_batch(preset), True),
+    losses = model(**model.data_preprocessor(seg_batch(preset.crop), True),
                    mode='loss')
     kd = {k: v for k, v in losses.items() if k.startswith('loss_kd')}
     assert len(kd) == len(cfg['model']['distill_terms']), sorted(losses)

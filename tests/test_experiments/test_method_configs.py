@@ -41,6 +41,13 @@ LAYERS = {
 }
 
 
+#: Framework methods (issue #15) and their config folders.
+FRAMEWORK_FOLDERS = {'cwd_hires': 'configs/teacher_input/',
+                     'dml': 'configs/online/',
+                     'ema_cwd': 'configs/self_kd/',
+                     'self_aux': 'configs/self_kd/'}
+
+
 def _ids(specs):
     return [f'{s.task}-{s.name}' for s in specs]
 
@@ -105,7 +112,8 @@ def test_every_method_names_its_config():
             family == spec.arch and (spec.source.startswith(
                 f'configs/{family}/') and spec.source.endswith(
                 f'_{method}.py') or spec.source.startswith(
-                f'configs/{method}/'))), spec.name
+                f'configs/{method}/'))) or spec.source.startswith(
+                    FRAMEWORK_FOLDERS.get(spec.name, '-')), spec.name
         assert osp.isfile(osp.join(REPO_ROOT, spec.source)), spec.source
         assert set(spec.build_terms(PAPER[spec.task])) == set(
             _config(spec).model.distill_terms) - DROPPED.get(

@@ -43,7 +43,8 @@ from mmengine.config import Config
 from .presets import REPO_ROOT
 
 __all__ = ['ModelInfo', 'MethodSpec', 'METHODS', 'methods_for',
-           'paper_terms', 'DET_REF_CHANNELS', 'DET_REF_HW',
+           'paper_terms', 'paper_framework', 'FRAMEWORK_KEYS',
+           'DET_REF_CHANNELS', 'DET_REF_HW',
            'SEG_REF_CHANNELS', 'SEG_REF_HW', 'SEG_REF_BATCH',
            'SEG_REF_CLASSES']
 
@@ -99,9 +100,39 @@ class ModelInfo:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_terms(source: str) -> dict:
+def _load_model(source: str) -> dict:
     cfg = Config.fromfile(osp.join(REPO_ROOT, source))
-    return cfg.model.distill_terms.to_dict()
+    return cfg.model.to_dict()
+
+
+def _load_terms(source: str) -> dict:
+    return _load_model(source)['distill_terms']
+
+
+#: Distiller arguments of a framework config the runner takes over (the
+#: teacher only when it is the student's own: ``'self'`` or an EMA).
+FRAMEWORK_KEYS = ('teacher_input', 'teacher_trainable')
+
+
+def paper_framework(source: Optional[str]) -> dict:
+    """The student-teacher framework of a config: its ``teacher_input``,
+    ``teacher_trainable`` (with ``teacher_ckpt``: a trainable teacher's
+    start, None = from scratch with the student) and a ``teacher`` that is
+    the student itself (``'self'``, ``dict(kind='ema', ...)``); ``{}`` for
+    one frozen teacher at the student's input (and for None).
+    """
+    if source is None:
+        return {}
+    model = _load_model(source)
+    out = {k: copy.deepcopy(model[k]) for k in FRAMEWORK_KEYS
+           if model.get(k)}
+    if out.get('teacher_trainable'):
+        out['teacher_ckpt'] = model.get('teacher_ckpt')
+    teacher = model.get('teacher')
+    if teacher == 'self' or (isinstance(teacher, dict) and
+                             teacher.get('kind') in ('ema', 'self')):
+        out['teacher'] = copy.deepcopy(teacher)
+    return out
 
 
 def paper_terms(source: Optional[str]) -> dict:
@@ -127,6 +158,11 @@ class MethodSpec:
         source: The paper config the terms come from (relative to the repo
             root); None when no official setting exists.
         arch: Model family it needs; None = the preset's default.
+
+    The source config's student-teacher framework
+    (:func:`paper_framework`: a teacher at another input scale, a teacher
+    that trains too, an EMA or the student itself as the teacher) is
+    applied to the family's models as well (:meth:`framework`).
     """
 
     name: str
@@ -138,6 +174,22 @@ class MethodSpec:
     def build_terms(self, info: ModelInfo) -> dict:
         """The distiller's ``distill_terms`` for these models."""
         return self.adapt(paper_terms(self.source), info)
+
+    def framework(self) -> dict:
+        """Distiller arguments of the source's framework
+        (:func:`paper_framework`), e.g. ``teacher_input``."""
+        return paper_framework(self.source)
+
+    @property
+    def needs_teacher_run(self) -> bool:
+        """Whether it learns from the family's trained teacher (not an EMA
+        or the student itself, nor a teacher trained from scratch with the
+        student)."""
+        fw = self.framework()
+        if 'teacher' in fw:
+            return False
+        return not fw.get('teacher_trainable') or \
+            fw['teacher_ckpt'] is not None
 
 
 METHODS: Dict[str, Dict[str, MethodSpec]] = {'det': {}, 'seg': {}}
@@ -382,6 +434,22 @@ _register(MethodSpec('af_dcd', 'seg', _af_dcd, _AF_DCD))
 # and the channels, the paper's weights as they are.
 _BPKD = 'configs/bpkd/pspnet_r101_to_r18_cityscapes_bpkd.py'
 _register(MethodSpec('bpkd', 'seg', _as_is, _BPKD))
+
+# Student-teacher frameworks (issue #15) on the PSPNet family, each from its
+# config (the terms are means: as they are): CWD from the teacher at 1.5x
+# the student's input; deep mutual learning (teacher and student from
+# scratch, pixel-wise KL both ways); CWD from an EMA of the student (no
+# teacher run); the auxiliary head learning from the decode head
+# (teacher='self').
+for _name, _src in [
+        ('cwd_hires', 'configs/teacher_input/'
+         'pspnet_r101_1.5x_to_r18_cityscapes_cwd.py'),
+        ('dml', 'configs/online/pspnet_r50_r18_mutual_cityscapes.py'),
+        ('ema_cwd',
+         'configs/self_kd/pspnet_r18_ema_teacher_cityscapes_cwd.py'),
+        ('self_aux',
+         'configs/self_kd/pspnet_r18_aux_from_decode_cityscapes.py')]:
+    _register(MethodSpec(_name, 'seg', _as_is, _src))
 
 
 # The DDRNet family (DDRNet-23 -> DDRNet-23-slim, presets.py). Both predict

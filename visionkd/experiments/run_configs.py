@@ -193,6 +193,33 @@ def _run_models(preset: Preset, role: str, arch: str, num_classes: int,
     return (middle, teacher) if role == 'assistant' else (student, middle)
 
 
+def _distiller(preset: Preset, student: dict, teacher: dict,
+               method: MethodSpec, teacher_ckpt: Optional[str],
+               num_classes: int) -> Tuple[dict, Optional[str]]:
+    """The distiller of ``student`` and ``teacher`` with the method's terms
+    and framework (:meth:`MethodSpec.framework`), and the teacher
+    checkpoint it loads.
+
+    An EMA / ``'self'`` teacher replaces the family's teacher (the terms
+    are built for the student on both sides, no checkpoint); a trainable
+    teacher starts from the framework's ``teacher_ckpt`` (None: from
+    scratch with the student) instead of the teacher run's.
+    """
+    extra = method.framework()
+    if 'teacher' in extra:
+        teacher, teacher_ckpt = extra.pop('teacher'), None
+        info = model_info(preset, student, student, num_classes)
+    else:
+        if 'teacher_ckpt' in extra:
+            teacher_ckpt = extra.pop('teacher_ckpt')
+        info = model_info(preset, teacher, student, num_classes)
+    return dict(
+        type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
+                            else 'SegmentationDistiller'),
+        student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+        distill_terms=method.build_terms(info), **extra), teacher_ckpt
+
+
 def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
                role: str, arch: str,
                method: Optional[MethodSpec] = None,
@@ -230,12 +257,8 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
     if teacher is not None:
         if method is None:
             raise ValueError(f'role={role!r} needs a method')
-        info = model_info(preset, teacher, model, len(classes))
-        model = dict(
-            type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
-                                else 'SegmentationDistiller'),
-            student=model, teacher=teacher, teacher_ckpt=teacher_ckpt,
-            distill_terms=method.build_terms(info))
+        model, teacher_ckpt = _distiller(preset, model, teacher, method,
+                                         teacher_ckpt, len(classes))
         teacher_metric = _teacher_metric(preset.task, teacher_ckpt)
         if teacher_metric is not None:
             cfg.teacher_metric = teacher_metric  # for the run's summary

@@ -27,7 +27,9 @@ class Run:
         iters: Training iterations (0: evaluation only).
         teacher: Name of the run whose checkpoint is its teacher
             (``'distill'`` and ``'assistant'`` runs); None: its family's
-            teacher.
+            teacher, or none for a method without a teacher run
+            (``MethodSpec.needs_teacher_run``: an EMA or self teacher, a
+            teacher trained from scratch with the student).
         assistant: Name of the family's assistant model
             (``ModelPair.assistants``): the model an ``'assistant'`` run
             trains, or the teacher of a ``'distill'`` run via the
@@ -95,6 +97,14 @@ def _assistant_methods(methods: Sequence[MethodSpec], default_arch: str,
     if not methods:
         raise ValueError('--assistant needs --methods: the assistant is '
                          'the teacher of the distilled students')
+    own = [m.name for m in [*methods, assistant_method]
+           if m is not None and not m.needs_teacher_run]
+    if own:
+        raise ValueError(
+            f'--assistant: the methods {own} learn from no trained teacher '
+            f'(an EMA or the student itself, or a teacher trained with the '
+            f'student), so no assistant can stand between; run them without '
+            f'--assistant')
     if assistant_method is None:
         return {m.name: m for m in methods}
     arch = assistant_method.arch or default_arch
@@ -186,9 +196,12 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
                             seed, None, f'baseline{sfx}', student_iters))
         for m in methods:
             arch = m.arch or default_arch
+            # an EMA / self teacher or one trained with the student from
+            # scratch needs no teacher run
+            teacher = teacher_run_name(arch, default_arch) \
+                if m.needs_teacher_run else None
             runs.append(Run(f'{m.name}_seed{seed}', 'distill', arch, seed,
-                            m, m.name, student_iters,
-                            teacher=teacher_run_name(arch, default_arch)))
+                            m, m.name, student_iters, teacher=teacher))
             if m.name in via:
                 config = f'{m.name}_via_{assistant}'
                 runs.append(Run(f'{config}_seed{seed}', 'distill', arch,

@@ -70,7 +70,9 @@ class RunScheduler:
     def _state(self, run: Run) -> Tuple[str, Optional[str]]:
         """('go', teacher checkpoint or None), ('wait', None) (its teacher
         has not finished yet) or ('skip', None) (its teacher failed)."""
-        if run.role not in ('distill', 'assistant'):
+        if run.role not in ('distill', 'assistant') or (
+                run.method is not None and
+                not run.method.needs_teacher_run):
             return 'go', None
         if run.teacher is None:  # the family's teacher
             ckpt = self._teacher_ckpts.get(run.arch)

@@ -1,0 +1,163 @@
+"""Student-teacher frameworks as runner methods (issue #15): a teacher at
+1.5x input (``cwd_hires``), deep mutual learning (``dml``), an EMA teacher
+(``ema_cwd``) and deep-to-shallow self-distillation (``self_aux``), each
+taken from its config under configs/."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from tests.conftest import SHARED_DATA
+from tests.test_experiments.helpers import seg_batch
+from visionkd.experiments import METHODS, get_preset, methods_for
+from visionkd.experiments.dataset_configs import DataSpec
+from visionkd.experiments.presets import REPO_ROOT
+from visionkd.experiments.run_configs import model_cfgs, run_config
+from visionkd.experiments.run_plan import plan_runs
+from visionkd.experiments.scheduler import RunScheduler
+
+CAMVID = osp.join(SHARED_DATA, 'camvid')
+DATA = DataSpec(CAMVID, 'train', 'val', classes=('a', 'b', 'c'))
+FRAMEWORKS = ['cwd_hires', 'dml', 'ema_cwd', 'self_aux']
+
+
+@pytest.mark.parametrize('name', FRAMEWORKS)
+def test_framework_is_its_configs(name):
+    """The distiller arguments equal the source config's (resolved with
+    its ``_base_``), and the terms are the config's."""
+    spec = METHODS['seg'][name]
+    model = Config.fromfile(osp.join(REPO_ROOT, spec.source)).model
+    fw = spec.framework()
+    for key, value in fw.items():
+        assert model[key] == value, key
+    assert spec.build_terms(None) == model.distill_terms.to_dict()
+    assert fw == {
+        'cwd_hires': {'teacher_input': {'scale_factor': 1.5}},
+        'dml': {'teacher_trainable': True, 'teacher_ckpt': None},
+        'ema_cwd': {'teacher': {'kind': 'ema', 'decay': 0.999}},
+        'self_aux': {'teacher': 'self'}}[name]
+    assert spec.needs_teacher_run == (name == 'cwd_hires')
+    # one frozen teacher at the student's input: no framework
+    assert METHODS['seg']['cwd'].framework() == {}
+
+
+def test_run_configs_apply_the_framework():
+    preset = get_preset('seg', 'tiny')
+    teacher, student = model_cfgs(preset, 'pspnet', 3)
+    cfgs = {n: run_config(preset, DATA, DATA.classes, 'distill', 'pspnet',
+                          METHODS['seg'][n], 'teacher.pth')['model']
+            for n in FRAMEWORKS}
+    hires = cfgs['cwd_hires']
+    assert hires['teacher'] == teacher and \
+        hires['teacher_ckpt'] == 'teacher.pth'
+    assert hires['teacher_input'] == dict(scale_factor=1.5)
+    # mutual learning: the family's teacher trains from scratch with the
+    # student, whatever the teacher run left
+    dml = cfgs['dml']
+    assert dml['teacher'] == teacher and dml['teacher_ckpt'] is None
+    assert dml['teacher_trainable'] is True
+    assert dml['distill_terms']['logits_back']['direction'] == \
+        'student_to_teacher'
+    for name, kind in (('ema_cwd', dict(kind='ema', decay=0.999)),
+                       ('self_aux', 'self')):
+        cfg = cfgs[name]
+        assert cfg['teacher'] == kind and cfg['teacher_ckpt'] is None
+        assert cfg['student'] == student
+    assert 'teacher_input' not in cfgs['ema_cwd']
+
+
+def test_plan_and_scheduler_need_no_teacher_run_for_own_teachers():
+    methods = methods_for('seg', ['cwd', *FRAMEWORKS])
+    plan = plan_runs(methods, [0], 'pspnet', 4, 2)
+    teachers = {r.name: r.teacher for r in plan if r.role == 'distill'}
+    assert teachers == {'cwd_seed0': 'teacher', 'cwd_hires_seed0': 'teacher',
+                        'dml_seed0': None, 'ema_cwd_seed0': None,
+                        'self_aux_seed0': None}
+    sched = RunScheduler(plan, jobs=8)
+    steps = sched.ready()
+    started = [s.run.name for s in steps]
+    # the teacher is still training: only the runs that need it wait
+    assert started == ['teacher', 'baseline_seed0', 'dml_seed0',
+                       'ema_cwd_seed0', 'self_aux_seed0']
+    assert all(s.teacher_ckpt is None for s in steps)
+    for s in steps:
+        sched.mark_started(s.run)
+    sched.mark_finished(plan[0], 'teacher.pth')
+    later = sched.ready()
+    assert [(s.run.name, s.teacher_ckpt) for s in later] == [
+        ('cwd_seed0', 'teacher.pth'), ('cwd_hires_seed0', 'teacher.pth')]
+
+
+def test_assistant_refuses_methods_without_a_teacher_run():
+    with pytest.raises(ValueError, match=r"\['ema_cwd'\] learn from no "
+                       r'trained teacher'):
+        plan_runs(methods_for('seg', ['cwd', 'ema_cwd']), [0], 'pspnet', 4,
+                  2, assistant='mid')
+    with pytest.raises(ValueError, match=r"\['dml'\]"):
+        plan_runs(methods_for('seg', ['cwd']), [0], 'pspnet', 4, 2,
+                  assistant='mid',
+                  assistant_method=METHODS['seg']['dml'])
+
+
+@pytest.mark.parametrize('name', FRAMEWORKS)
+def test_tiny_framework_trains_the_right_models(name):
+    """One training step on the tiny preset: finite KD losses, the student
+    gets gradients; a frozen or EMA teacher never does, the mutual-learning
+    teacher does (its task loss and the student-to-teacher term)."""
+    from visionkd.registry import MODELS
+    preset = get_preset('seg', 'tiny')
+    cfg = run_config(preset, DATA, DATA.classes, 'distill', 'pspnet',
+                     METHODS['seg'][name])
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg['model'])
+    model.init_weights()
+    model.train()
+    batch = seg_batch(preset.crop, num_classes=3)
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    kd = {k: v for k, v in losses.items() if k.startswith('loss_kd')}
+    assert len(kd) == len(cfg['model']['distill_terms']), sorted(losses)
+    assert all(torch.isfinite(v) and v >= 0 for v in kd.values()), kd
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.student.backbone.parameters())
+    if name == 'dml':
+        online = model.online_teachers['teacher']
+        assert 'teacher.decode.loss_ce' in losses, sorted(losses)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for p in online.backbone.parameters())
+    else:
+        assert len(model.online_teachers) == 0
+        assert not any(p.requires_grad and p.grad is not None
+                       for n, p in model.named_parameters()
+                       if not n.startswith('student.'))
+
+
+@pytest.mark.skipif(not osp.isdir(CAMVID), reason='../shared/data is absent')
+def test_tiny_frameworks_end_to_end(tmp_path):
+    """The four framework methods with tools/run_experiments.py on CamVid
+    (tiny preset, 2 iterations): every run finishes with a metric, the
+    EMA state is in the student's checkpoint and the mutual-learning
+    teacher's task loss is logged."""
+    from tools.run_experiments import main
+    work = tmp_path / 'frameworks'
+    rc = main(['--task', 'seg', '--data-root', CAMVID, '--methods',
+               *FRAMEWORKS, '--seeds', '0', '--preset', 'tiny',
+               '--work-dir', str(work)])
+    assert rc == 0
+    doc = json.loads((work / 'results.json').read_text())
+    for name in FRAMEWORKS:
+        (value, ) = doc['methods'][name]['metric']
+        assert 0.0 <= value <= 100.0, name
+    runs = work / 'runs'
+    ckpt = json.loads((runs / 'ema_cwd_seed0' / 'result.json').read_text())[
+        'checkpoint']
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    assert any(k.startswith('ema_teachers.teacher.')
+               for k in state['state_dict'])
+    assert 'teacher.decode.loss_ce' in (runs / 'dml_seed0' /
+                                        'run.log').read_text()
