@@ -100,3 +100,40 @@ def test_scaling_sweeps_vary_one_quantity_and_write_outputs(tmp_path):
     assert data['batch'][0]['num_boxes'] == 8
     assert (tmp_path / 'scaling.png').stat().st_size > 1000
     assert '| boxes | 2 | 64x64 | 5 |' in (tmp_path / 'scaling.md').read_text()
+
+
+def test_teachers_and_teacher_scale_options():
+    """``--teachers 3 --teacher-scale 1.5``: three copies of the teacher,
+    every term fusing them, each at 1.5x input; the benchmark runs them
+    all in its teacher phase."""
+    import torch
+    from mmengine.registry import DefaultScope
+
+    from tools.analysis_tools.benchmark_overhead import with_teachers
+    from visionkd.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'configs',
+                                   'faster_rcnn_bccd_tiny_kd.py'))
+    teacher = cfg.model.teacher
+    model_cfg = with_teachers(cfg.model, 3, 1.5)
+    assert 'teacher' not in model_cfg and 'teacher_ckpt' not in model_cfg
+    assert sorted(model_cfg.teachers) == ['t0', 't1', 't2']
+    for entry in model_cfg.teachers.values():
+        assert entry.model == teacher and entry.ckpt is None
+        assert entry.input == dict(scale_factor=1.5)
+    assert all(t.from_teacher == ('t0', 't1', 't2') and t.fuse == 'mean'
+               for t in model_cfg.distill_terms.values())
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(model_cfg)
+    model.train()
+    from tools.analysis_tools.benchmark_overhead import make_batch
+    data = make_batch(model, 1, (64, 64))
+    with torch.no_grad():
+        model.run_teacher(data['inputs'], data['data_samples'])
+    assert sorted(model.records.teachers) == ['t0', 't1', 't2']
+    model.records.clear()
+    # one teacher, no scale: the config as it is
+    again = Config.fromfile(osp.join(REPO, 'tests', 'data', 'configs',
+                                     'faster_rcnn_bccd_tiny_kd.py'))
+    assert with_teachers(again.model, 1) == again.model
+    with pytest.raises(ValueError, match='one-teacher'):
+        with_teachers(model_cfg, 2)

@@ -232,3 +232,61 @@ def test_detection_teacher_not_trained_on_bccd(tmp_path):
     assert 'teacher coco/bbox_mAP' in f.message
     assert 'on 2 val images' in f.message
     assert [x.check for x in findings] == list(CHECKS)
+
+
+def _two_teachers(tmp_path, squares, b_ckpt):
+    """The good config with two teachers: 'a' (trained) and 'b'
+    (``b_ckpt``), one CWD term from each."""
+    path = S.write_kd_config(str(tmp_path / 'kd.py'), squares['data'],
+                             squares['trained'])
+    cfg = Config.fromfile(path)
+    model = cfg.model
+    teacher = model.pop('teacher')
+    model.pop('teacher_ckpt')
+    model.teachers = dict(a=dict(model=teacher, ckpt=squares['trained']),
+                          b=dict(model=teacher, ckpt=b_ckpt))
+    term = model.distill_terms.pop('logits')
+    model.distill_terms = dict(from_a=dict(term, from_teacher='a'),
+                               from_b=dict(term, from_teacher='b'))
+    return cfg
+
+
+def test_several_teachers_each_checked_and_named(tmp_path, squares):
+    cfg = _two_teachers(tmp_path, squares, squares['untrained'])
+    findings = kd_doctor.run_doctor(cfg, val_batches=2, train_batches_=2)
+    found = by_check(findings)
+    ckpt = found['teacher_ckpt']
+    assert [f.level for f in ckpt] == ['ok', 'ok']
+    assert ckpt[0].message.startswith("teacher 'a': ")
+    assert ckpt[1].message.startswith("teacher 'b': ")
+    trained = found['teacher_trained']
+    assert [(f.level, f.message.split(':')[0]) for f in trained] == [
+        ('ok', "teacher 'a'"), ('error', "teacher 'b'")], \
+        [f.line() for f in trained]
+    assert 'not trained on this data' in trained[1].message
+    assert [f.level for f in found['terms']] == ['ok', 'ok']
+    # a teacher without a checkpoint is named with its setting
+    cfg = _two_teachers(tmp_path, squares, None)
+    found = by_check(kd_doctor.run_doctor(
+        cfg, val_batches=2, train_batches_=2, skip=('teacher_trained', )))
+    a, b = found['teacher_ckpt']
+    assert a.level == 'ok' and b.level == 'error'
+    assert b.message.startswith(
+        "teacher 'b': model.teachers['b'].ckpt is not set"), b.message
+    assert b.fix.startswith("set model.teachers['b'].ckpt=")
+
+
+def test_ema_teacher_needs_no_checkpoint(tmp_path, squares):
+    path = S.write_kd_config(str(tmp_path / 'kd.py'), squares['data'], None)
+    cfg = Config.fromfile(path)
+    cfg.model.teacher = dict(kind='ema', decay=0.99)
+    findings = kd_doctor.run_doctor(cfg, val_batches=2, train_batches_=2,
+                                    skip=())
+    found = by_check(findings)
+    assert [(f.level, f.message) for f in found['teacher_ckpt']] == [
+        ('ok', 'an EMA of the student: no checkpoint')]
+    assert 'teacher_trained' not in found
+    # (the CWD term starts near 0, the EMA being the student: a warning
+    # about its size may come, no error)
+    assert not [f for f in findings if f.level == 'error'], \
+        [f.line() for f in findings]

@@ -19,8 +19,13 @@ cost depends on the sampled boxes and otherwise dominates the noise)::
 
     python tools/analysis_tools/benchmark_overhead.py \
         configs/kd/faster_rcnn_r101_to_r18.py --input-size 320 320
+
+``--teachers N`` replaces the config's teacher by N copies fused by every
+term (the cost of each extra teacher), ``--teacher-scale S`` gives the
+teacher(s) the batch at S x the student's input.
 """
 import argparse
+import copy
 import ctypes
 import json
 import os
@@ -29,7 +34,7 @@ import statistics
 import sys
 import threading
 import time
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
@@ -161,6 +166,40 @@ def make_batch(model, batch_size: int, size: Tuple[int, int],
     return model.data_preprocessor(batch, True)
 
 
+def with_teachers(model_cfg, num_teachers: int = 1,
+                  teacher_scale: Optional[float] = None):
+    """A one-teacher distiller config with ``num_teachers`` copies of its
+    teacher (``teachers=dict(t0=..., t1=...)``, every term fusing all of
+    them by their mean) and/or the teacher(s) at ``teacher_scale`` x the
+    student's input; the cost of each extra teacher and of a bigger
+    teacher input.
+
+    Raises:
+        ValueError: for a config with ``teachers`` already, or N < 1.
+    """
+    if num_teachers < 1:
+        raise ValueError(f'--teachers must be >= 1, got {num_teachers}')
+    if num_teachers == 1 and teacher_scale is None:
+        return model_cfg
+    if 'teachers' in model_cfg:
+        raise ValueError('--teachers / --teacher-scale need a one-teacher '
+                         'config (teacher=...), this one has teachers=')
+    if teacher_scale is not None:
+        model_cfg['teacher_input'] = dict(scale_factor=teacher_scale)
+    if num_teachers == 1:
+        return model_cfg
+    one = dict(model=model_cfg.pop('teacher'),
+               ckpt=model_cfg.pop('teacher_ckpt', None))
+    if 'teacher_input' in model_cfg:
+        one['input'] = model_cfg.pop('teacher_input')
+    names = tuple(f't{i}' for i in range(num_teachers))
+    model_cfg['teachers'] = {n: copy.deepcopy(one) for n in names}
+    for term in model_cfg['distill_terms'].values():
+        term['from_teacher'] = names
+        term['fuse'] = 'mean'
+    return model_cfg
+
+
 def benchmark(cfg: Config, batch_size: int, size: Tuple[int, int],
               iters: int, warmup: int, device: str,
               num_boxes: int = 8) -> dict:
@@ -249,14 +288,22 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cuda' if
                         torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--teachers', type=int, default=1,
+                        help='copies of the (one) teacher, every term '
+                        'fusing all of them (cost of each extra teacher)')
+    parser.add_argument('--teacher-scale', type=float,
+                        help='teacher input scale (teacher_input)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    cfg.model = with_teachers(cfg.model, args.teachers, args.teacher_scale)
     result = benchmark(cfg, args.batch_size, tuple(args.input_size),
                        args.iters, args.warmup, args.device, args.num_boxes)
     result['config'] = args.config
+    result['teachers'] = args.teachers
+    result['teacher_scale'] = args.teacher_scale
     print(json.dumps(result, indent=2))
 
 

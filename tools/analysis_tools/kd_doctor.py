@@ -8,7 +8,10 @@ Checks (each prints ``ok``, ``WARNING`` or ``ERROR`` with the fix; the
 exit status is 1 if any check is an error):
 
 * ``teacher_ckpt``: ``model.teacher_ckpt`` (or ``--checkpoint``) is set,
-  exists and loads into the teacher (strictly, as training loads it);
+  exists and loads into the teacher (strictly, as training loads it); with
+  ``teachers=``, each teacher's ``ckpt`` (an EMA or ``'self'`` teacher and a
+  trainable one from scratch need none), and the checks below run per
+  teacher, naming it;
 * ``teacher_trained``: the loaded teacher's metric (the config's
   ``val_evaluator``; COCO bbox/segm mAP or mIoU when there) on the first
   ``--val-batches`` val batches beats the best of two untrained teachers
@@ -65,6 +68,8 @@ from tools.analysis_tools.calibrate_weights import (
 from tools.common import load_config
 from visionkd.engine.hooks.auto_weight_hook import Measurement, measure_terms
 from visionkd.models.distillers.teacher_loading import load_teacher_weights
+from visionkd.models.distillers.teacher_specs import TeacherSpec, teacher_specs
+from visionkd.utils import without_teacher_weights
 
 #: Metrics preferred for the teacher check, in this order.
 PREFERRED_METRICS = ('bbox_mAP', 'segm_mAP', 'mIoU')
@@ -98,30 +103,77 @@ class Finding:
 # ----------------------------------------------------------------------
 # (a) teacher checkpoint
 def check_teacher_ckpt(teacher: nn.Module, ckpt: Optional[str],
-                       strict: bool) -> Tuple[List[Finding], bool]:
+                       strict: bool, key: str = 'model.teacher_ckpt',
+                       who: str = '') -> Tuple[List[Finding], bool]:
     """Load ``ckpt`` into ``teacher`` as training does; (findings, loaded).
+
+    ``key`` names the checkpoint setting and ``who`` (e.g. ``"teacher
+    'b': "``) the teacher in the messages.
     """
     if ckpt is None:
         return [Finding(
-            'error', 'teacher_ckpt', 'model.teacher_ckpt is not set: the '
+            'error', 'teacher_ckpt', f'{who}{key} is not set: the '
             'teacher keeps its random initial weights',
-            "set model.teacher_ckpt='path/to/teacher.pth' (or pass "
-            '--checkpoint)')], False
+            f"set {key}='path/to/teacher.pth' (or pass --checkpoint)")], \
+            False
     try:
         report = load_teacher_weights(teacher, ckpt, strict=strict)
     except Exception as e:  # missing file, wrong keys, not a checkpoint
-        return [Finding('error', 'teacher_ckpt', f'{type(e).__name__}: {e}',
+        return [Finding('error', 'teacher_ckpt',
+                        f'{who}{type(e).__name__}: {e}',
                         'give the checkpoint trained with the teacher '
                         'config')], False
     teacher.eval()
     if not report.exact:
         return [Finding(
-            'warning', 'teacher_ckpt', f'{ckpt!r} loaded {report.loaded} '
-            f'tensors with teacher_ckpt_strict=False; {report.summary()}',
-            'the teacher layers not in the checkpoint stay random; give '
-            'its own checkpoint')], True
-    return [Finding('ok', 'teacher_ckpt', f'{ckpt!r} loaded '
+            'warning', 'teacher_ckpt', f'{who}{ckpt!r} loaded '
+            f'{report.loaded} tensors with strict=False; '
+            f'{report.summary()}', 'the teacher layers not in the '
+            'checkpoint stay random; give its own checkpoint')], True
+    return [Finding('ok', 'teacher_ckpt', f'{who}{ckpt!r} loaded '
                     f'({report.loaded} tensors, exact match)')], True
+
+
+def configured_teachers(model_cfg) -> Dict[str, TeacherSpec]:
+    """The teachers of a distiller config with their checkpoints, by name
+    (the one-teacher form: ``'teacher'``)."""
+    m = model_cfg
+    return teacher_specs(m.get('teacher'), m.get('teachers'),
+                         m.get('teacher_ckpt'),
+                         m.get('teacher_ckpt_strict', True),
+                         m.get('teacher_input'),
+                         m.get('teacher_trainable', False))
+
+
+def _who(name: str, specs: Dict[str, TeacherSpec]) -> str:
+    return '' if len(specs) == 1 else f'teacher {name!r}: '
+
+
+def check_teacher_ckpts(model: nn.Module, specs: Dict[str, TeacherSpec]
+                        ) -> Tuple[List[Finding], List[str]]:
+    """:func:`check_teacher_ckpt` for every teacher that loads one;
+    (findings, names of the loaded teachers). An EMA or ``'self'`` teacher
+    and a trainable one from scratch need none."""
+    out, loaded = [], []
+    for name, spec in specs.items():
+        who = _who(name, specs)
+        if spec.kind in ('ema', 'self'):
+            what = ('an EMA of the student' if spec.kind == 'ema' else
+                    "the student's own forward")
+            out.append(Finding('ok', 'teacher_ckpt',
+                               f'{who}{what}: no checkpoint'))
+        elif spec.kind == 'online' and spec.ckpt is None:
+            out.append(Finding('ok', 'teacher_ckpt', f'{who}trainable, from '
+                               'scratch with the student: no checkpoint'))
+        else:
+            key = 'model.' + ('teacher_ckpt' if spec.ckpt_key ==
+                              'teacher_ckpt' else spec.ckpt_key)
+            new, ok = check_teacher_ckpt(model.teachers[name], spec.ckpt,
+                                         spec.ckpt_strict, key, who)
+            out += new
+            if ok:
+                loaded.append(name)
+    return out, loaded
 
 
 # ----------------------------------------------------------------------
@@ -187,19 +239,20 @@ def random_teachers(teacher: nn.Module, seed: int) -> List[nn.Module]:
 
 def check_teacher_trained(teacher: nn.Module, references: List[nn.Module],
                           cfg: Config, batches: int,
-                          margin: float) -> List[Finding]:
+                          margin: float, who: str = '') -> List[Finding]:
     """The teacher must beat the best of the random ``references`` by
     ``margin`` (fraction of the metric's full scale)."""
     ours, images = evaluate(teacher, cfg, batches)
     key = main_metric(ours)
     if key is None:
-        return [Finding('warning', 'teacher_trained', 'the val evaluator '
-                        'returned no numeric metric', 'check val_evaluator')]
+        return [Finding('warning', 'teacher_trained', f'{who}the val '
+                        'evaluator returned no numeric metric',
+                        'check val_evaluator')]
     rand = max(float(evaluate(r, cfg, batches)[0][key]) for r in references)
     need = margin * metric_scale(key)
-    what = (f'teacher {key} {float(ours[key]):.4g} vs {rand:.4g} for the best'
-            f' of {len(references)} random teachers of the same config, on '
-            f'{images} val images')
+    what = (f'{who}teacher {key} {float(ours[key]):.4g} vs {rand:.4g} for '
+            f'the best of {len(references)} random teachers of the same '
+            f'config, on {images} val images')
     if float(ours[key]) - rand < need:
         return [Finding(
             'error', 'teacher_trained', f'{what}: not better by {need:g}; '
@@ -341,19 +394,25 @@ def _preprocessing(dp: nn.Module) -> dict:
 
 
 def check_preprocessors(model: nn.Module) -> List[Finding]:
-    """Teacher and student normalise their inputs alike."""
+    """Every teacher and the student normalise their inputs alike."""
     s = _preprocessing(model.student.data_preprocessor)
-    t = _preprocessing(model.teacher.data_preprocessor)
-    diff = [f'{k} {s[k]} (student) vs {t[k]} (teacher)' for k in s
-            if s[k] != t[k]]
-    if diff:
-        return [Finding(
-            'warning', 'preprocessors', 'data_preprocessor differs: ' +
-            '; '.join(diff) + '. The distiller re-normalises the student '
-            "batch to the teacher's values",
-            "keep the teacher config's values only if its checkpoint was "
-            'trained with them; otherwise set them in the teacher config')]
-    return [Finding('ok', 'preprocessors', f'same mean/std/bgr_to_rgb ({s})')]
+    teachers = model.teachers
+    out = []
+    for name, teacher in teachers.items():
+        t = _preprocessing(teacher.data_preprocessor)
+        diff = [f'{k} {s[k]} (student) vs {t[k]} (teacher)' for k in s
+                if s[k] != t[k]]
+        if diff:
+            who = '' if len(teachers) == 1 else f'teacher {name!r}: '
+            out.append(Finding(
+                'warning', 'preprocessors', f'{who}data_preprocessor '
+                'differs: ' + '; '.join(diff) + '. The distiller '
+                "re-normalises the student batch to the teacher's values",
+                "keep the teacher config's values only if its checkpoint "
+                'was trained with them; otherwise set them in the teacher '
+                'config'))
+    return out or [Finding('ok', 'preprocessors',
+                           f'same mean/std/bgr_to_rgb ({s})')]
 
 
 # ----------------------------------------------------------------------
@@ -410,17 +469,21 @@ def check_terms(model: nn.Module, meas: Measurement,
 
 
 # ----------------------------------------------------------------------
-def _build(cfg: Config, seed: int) -> Tuple[nn.Module, list, list]:
-    """The distiller without its teacher checkpoint, random copies of its
-    teacher and the student's Pretrained inits."""
+def _build(cfg: Config, seed: int) -> Tuple[nn.Module, dict, list]:
+    """The distiller without its teacher checkpoints, random copies of each
+    teacher with a model of its own (by name) and the student's
+    Pretrained inits."""
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg['teacher_ckpt'] = None
+    without_teacher_weights(model_cfg)
     model = MODELS.build(model_cfg)
     if not hasattr(model, 'distill_terms'):
         raise TypeError(f'model is a {type(model).__name__}, not a visionkd '
                         'distiller')
-    return model, random_teachers(model.teacher, seed), pretrained_inits(
-        model.student)
+    # random copies of the teachers that load a checkpoint
+    references = {name: random_teachers(t, seed)
+                  for name, t in model.teachers.items()
+                  if model.teacher_kind(name) in ('frozen', 'online')}
+    return model, references, pretrained_inits(model.student)
 
 
 def _init_checks(model: nn.Module, cfg: Config, inits: list) -> list:
@@ -464,8 +527,8 @@ def run_doctor(cfg: Config, val_batches: int = 5, train_batches_: int = 2,
         add([Finding('error', 'config', f'{type(e).__name__}: {e}',
                      'fix the config (the message names the key)')])
         return findings
-    new, loaded = check_teacher_ckpt(model.teacher, cfg.model.get(
-        'teacher_ckpt'), cfg.model.get('teacher_ckpt_strict', True))
+    specs = configured_teachers(cfg.model)
+    new, loaded = check_teacher_ckpts(model, specs)
     add(new)
     model.init_weights()  # as the runner does: inherits after the load
     if 'student_init' not in skip:
@@ -473,10 +536,12 @@ def run_doctor(cfg: Config, val_batches: int = 5, train_batches_: int = 2,
     model.to(device)
     if 'preprocessors' not in skip:
         add(check_preprocessors(model))
-    if loaded and 'teacher_trained' not in skip:
-        add(_guard('teacher_trained', check_teacher_trained, model.teacher,
-                   [r.to(device) for r in references], cfg, val_batches,
-                   margin))
+    if 'teacher_trained' not in skip:
+        for name in loaded:
+            add(_guard('teacher_trained', check_teacher_trained,
+                       model.teachers[name],
+                       [r.to(device) for r in references[name]], cfg,
+                       val_batches, margin, _who(name, specs)))
     if 'terms' not in skip:
         meas = _guard('terms', measure_terms, model,
                       train_batches(cfg, seed), train_batches_,
