@@ -27,7 +27,8 @@ needs_data = pytest.mark.skipif(not osp.isdir(SHARED_DATA),
 
 def test_plan_orders_and_names_runs():
     methods = methods_for('det', ['pkd', 'fgd'])
-    gfl = MethodSpec('ld', 'det', lambda info: {}, 'test', arch='gfl')
+    gfl = MethodSpec('ld', 'det', lambda terms, info: {}, None,
+                    arch='gfl')
     runs = plan_runs(methods + [gfl], [0, 1], 'faster_rcnn', 4, 2)
     names = [r.name for r in runs]
     assert names == [
