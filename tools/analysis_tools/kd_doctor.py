@@ -145,8 +145,9 @@ def configured_teachers(model_cfg) -> Dict[str, TeacherSpec]:
                          m.get('teacher_trainable', False))
 
 
-def _who(name: str, specs: Dict[str, TeacherSpec]) -> str:
-    return '' if len(specs) == 1 else f'teacher {name!r}: '
+def _who(name: str, teachers: dict) -> str:
+    """How messages name a teacher: nothing when it is the only one."""
+    return '' if len(teachers) == 1 else f'teacher {name!r}: '
 
 
 def check_teacher_ckpts(model: nn.Module, specs: Dict[str, TeacherSpec]
@@ -166,10 +167,9 @@ def check_teacher_ckpts(model: nn.Module, specs: Dict[str, TeacherSpec]
             out.append(Finding('ok', 'teacher_ckpt', f'{who}trainable, from '
                                'scratch with the student: no checkpoint'))
         else:
-            key = 'model.' + ('teacher_ckpt' if spec.ckpt_key ==
-                              'teacher_ckpt' else spec.ckpt_key)
             new, ok = check_teacher_ckpt(model.teachers[name], spec.ckpt,
-                                         spec.ckpt_strict, key, who)
+                                         spec.ckpt_strict,
+                                         'model.' + spec.ckpt_key, who)
             out += new
             if ok:
                 loaded.append(name)
@@ -403,10 +403,10 @@ def check_preprocessors(model: nn.Module) -> List[Finding]:
         diff = [f'{k} {s[k]} (student) vs {t[k]} (teacher)' for k in s
                 if s[k] != t[k]]
         if diff:
-            who = '' if len(teachers) == 1 else f'teacher {name!r}: '
             out.append(Finding(
-                'warning', 'preprocessors', f'{who}data_preprocessor '
-                'differs: ' + '; '.join(diff) + '. The distiller '
+                'warning', 'preprocessors', f'{_who(name, teachers)}'
+                'data_preprocessor differs: ' + '; '.join(diff) +
+                '. The distiller '
                 "re-normalises the student batch to the teacher's values",
                 "keep the teacher config's values only if its checkpoint "
                 'was trained with them; otherwise set them in the teacher '

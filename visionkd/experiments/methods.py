@@ -121,17 +121,21 @@ def paper_framework(source: Optional[str]) -> dict:
     the student itself (``'self'``, ``dict(kind='ema', ...)``); ``{}`` for
     one frozen teacher at the student's input (and for None).
     """
-    if source is None:
-        return {}
+    return copy.deepcopy(_framework(source)) if source is not None else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _framework(source: str) -> dict:
+    """:func:`paper_framework` of one config, read once (not to be
+    changed: callers get copies)."""
     model = _load_model(source)
-    out = {k: copy.deepcopy(model[k]) for k in FRAMEWORK_KEYS
-           if model.get(k)}
+    out = {k: model[k] for k in FRAMEWORK_KEYS if model.get(k)}
     if out.get('teacher_trainable'):
         out['teacher_ckpt'] = model.get('teacher_ckpt')
     teacher = model.get('teacher')
     if teacher == 'self' or (isinstance(teacher, dict) and
                              teacher.get('kind') in ('ema', 'self')):
-        out['teacher'] = copy.deepcopy(teacher)
+        out['teacher'] = teacher
     return out
 
 
@@ -185,7 +189,9 @@ class MethodSpec:
         """Whether it learns from the family's trained teacher (not an EMA
         or the student itself, nor a teacher trained from scratch with the
         student)."""
-        fw = self.framework()
+        if self.source is None:
+            return True
+        fw = _framework(self.source)  # read only: no copy
         if 'teacher' in fw:
             return False
         return not fw.get('teacher_trainable') or \
