@@ -120,7 +120,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'method for every method (default: one assistant '
                         'per method, distilled with that method)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides merged into every run config')
+                        help='overrides merged into every run config; '
+                        'METHOD:KEY=VALUE only into the runs distilled '
+                        'with METHOD (e.g. af_dcd:model.distill_terms.'
+                        'af_dcd.loss.loss_weight=0.2)')
     return parser.parse_args(argv)
 
 

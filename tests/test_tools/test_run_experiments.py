@@ -124,6 +124,35 @@ def test_every_method_builds_on_the_preset_models(task):
         del model
 
 
+def test_method_scoped_cfg_options_reach_only_that_method():
+    """``af_dcd:<key>`` sets the af_dcd term's weight, leaves the baseline
+    (no terms) and the other methods alone; a typo fails before training.
+    """
+    data = DataSpec(CAMVID, 'train', 'val')
+    preset = get_preset('seg', 'tiny')
+    classes = data.class_names('seg')
+    af_dcd, cwd = methods_for('seg', ['af_dcd', 'cwd'])
+    opts = {'af_dcd:model.distill_terms.af_dcd.loss.loss_weight': 0.2,
+            'train_cfg.val_interval': 7}
+    cfgs = {role_method: run_config(preset, data, classes, role,
+                                    preset.default_arch, method,
+                                    cfg_options=opts)
+            for role_method, role, method in [
+                ('baseline', 'baseline', None),
+                ('af_dcd', 'distill', af_dcd), ('cwd', 'distill', cwd)]}
+    terms = cfgs['af_dcd']['model']['distill_terms']
+    assert terms['af_dcd']['loss']['loss_weight'] == 0.2
+    assert 'distill_terms' not in cfgs['baseline']['model']
+    assert 'af_dcd' not in cfgs['cwd']['model']['distill_terms']
+    assert all(c['train_cfg']['val_interval'] == 7 for c in cfgs.values())
+    with pytest.raises(ValueError, match="'af_dc' is not one of the "
+                       'methods of this experiment'):
+        run_experiments(ExperimentOptions(
+            task='seg', data=data, work_dir='/nonexistent/never',
+            preset='tiny', methods=['af_dcd'], seeds=[0], command='t',
+            cfg_options={'af_dc:model.x': 1}), print)
+
+
 def _det_opts(work_dir, **kwargs):
     data = DataSpec(BCCD, 'annotations/train.json', 'annotations/val.json')
     return ExperimentOptions(task='det', data=data, work_dir=str(work_dir),

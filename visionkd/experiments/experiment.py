@@ -27,6 +27,7 @@ from .results_report import build_results, write_json, write_markdown
 from .run_configs import (
     METRIC_KEYS,
     assistant_cfg,
+    check_overrides,
     family_optimizer,
     run_config,
     write_config,
@@ -59,7 +60,8 @@ class ExperimentOptions:
         seeds: Student seeds.
         teacher_ckpt: A trained teacher of the preset's default family;
             skips teacher training.
-        cfg_options: Overrides merged into every run's config.
+        cfg_options: Overrides merged into every run's config; a key
+            ``'<method>:<key>'`` only into that method's runs.
         teacher_iters: Overrides the preset's teacher iterations.
         student_iters: Overrides the preset's student iterations.
         command: The command line, quoted in ``results.md``.
@@ -317,6 +319,7 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
                          f'got {opts.probe_iters} and {opts.probe_warmup}')
     preset = _preset(opts)
     methods = methods_for(opts.task, opts.methods)
+    check_overrides(opts.cfg_options, [m.name for m in methods])
     seeds = list(opts.seeds)
     classes = opts.data.class_names(opts.task)
     root = opts.work_dir

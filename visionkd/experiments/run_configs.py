@@ -15,7 +15,8 @@ from .methods import MethodSpec, ModelInfo
 from .presets import Preset
 
 __all__ = ['METRIC_KEYS', 'model_cfgs', 'assistant_cfg', 'model_info',
-           'family_optimizer', 'run_config', 'write_config']
+           'family_optimizer', 'run_config', 'run_overrides',
+           'check_overrides', 'write_config']
 
 #: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
 METRIC_KEYS = {
@@ -264,9 +265,43 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
             cfg.teacher_metric = teacher_metric  # for the run's summary
     cfg.model = copy.deepcopy(model)
     cfg.randomness = dict(seed=0)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    overrides = run_overrides(cfg_options, method)
+    if overrides:
+        cfg.merge_from_dict(overrides)
     return cfg.to_dict()
+
+
+def run_overrides(cfg_options: Optional[dict],
+                  method: Optional[MethodSpec]) -> dict:
+    """The ``--cfg-options`` of one run.
+
+    A key ``'<method>:<key>'`` applies only to the runs distilled with
+    that method (its students and, with ``--assistant``, its assistant),
+    e.g. ``af_dcd:model.distill_terms.af_dcd.loss.loss_weight=0.2``: a
+    term's weight cannot go to the baseline, whose model has no terms. A
+    key without ``:`` applies to every run.
+    """
+    out = {}
+    for key, value in (cfg_options or {}).items():
+        scope, sep, rest = key.rpartition(':')
+        if not sep:
+            out[key] = value
+        elif method is not None and scope == method.name:
+            out[rest] = value
+    return out
+
+
+def check_overrides(cfg_options: Optional[dict],
+                    methods: Sequence[str]) -> None:
+    """Fail if a method-scoped override names no method of the
+    experiment (a typo would otherwise change nothing, silently)."""
+    for key in cfg_options or {}:
+        scope, sep, rest = key.rpartition(':')
+        if sep and (scope not in methods or not rest):
+            raise ValueError(
+                f'--cfg-options {key!r}: {scope!r} is not one of the '
+                f'methods of this experiment ({", ".join(methods)}); a '
+                f'method-scoped override is <method>:<key>=<value>')
 
 
 def _teacher_metric(task: str,
