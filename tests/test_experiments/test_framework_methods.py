@@ -22,6 +22,9 @@ from visionkd.experiments.scheduler import RunScheduler
 CAMVID = osp.join(SHARED_DATA, 'camvid')
 DATA = DataSpec(CAMVID, 'train', 'val', classes=('a', 'b', 'c'))
 FRAMEWORKS = ['cwd_hires', 'dml', 'ema_cwd', 'self_aux']
+#: The same frameworks on the real-time DDRNet family (no self_aux: its
+#: auxiliary head runs only in training).
+DDRNET_FRAMEWORKS = ['cwd_hires_ddrnet', 'dml_ddrnet', 'ema_cwd_ddrnet']
 
 
 @pytest.mark.parametrize('name', FRAMEWORKS)
@@ -42,6 +45,19 @@ def test_framework_is_its_configs(name):
     assert spec.needs_teacher_run == (name == 'cwd_hires')
     # one frozen teacher at the student's input: no framework
     assert METHODS['seg']['cwd'].framework() == {}
+
+
+@pytest.mark.parametrize('name', DDRNET_FRAMEWORKS)
+def test_ddrnet_frameworks_are_the_same_configs(name):
+    """The DDRNet methods read the same configs: same framework, same
+    terms."""
+    spec = METHODS['seg'][name]
+    psp = METHODS['seg'][name[:-len('_ddrnet')]]
+    assert spec.arch == 'ddrnet' and spec.source == psp.source
+    assert spec.framework() == psp.framework()
+    assert spec.needs_teacher_run == psp.needs_teacher_run
+    assert spec.build_terms(None) == psp.build_terms(None)
+    assert 'self_aux_ddrnet' not in METHODS['seg']
 
 
 def test_run_configs_apply_the_framework():
@@ -89,6 +105,13 @@ def test_plan_and_scheduler_need_no_teacher_run_for_own_teachers():
     later = sched.ready()
     assert [(s.run.name, s.teacher_ckpt) for s in later] == [
         ('cwd_seed0', 'teacher.pth'), ('cwd_hires_seed0', 'teacher.pth')]
+    # the DDRNet family: its own teacher run, only for cwd_hires_ddrnet
+    plan = plan_runs(methods_for('seg', DDRNET_FRAMEWORKS), [0], 'pspnet',
+                     4, 2)
+    assert {r.name: r.teacher for r in plan} == {
+        'teacher_ddrnet': None, 'baseline_ddrnet_seed0': None,
+        'cwd_hires_ddrnet_seed0': 'teacher_ddrnet',
+        'dml_ddrnet_seed0': None, 'ema_cwd_ddrnet_seed0': None}
 
 
 def test_assistant_refuses_methods_without_a_teacher_run():
@@ -102,15 +125,16 @@ def test_assistant_refuses_methods_without_a_teacher_run():
                   assistant_method=METHODS['seg']['dml'])
 
 
-@pytest.mark.parametrize('name', FRAMEWORKS)
+@pytest.mark.parametrize('name', FRAMEWORKS + DDRNET_FRAMEWORKS)
 def test_tiny_framework_trains_the_right_models(name):
     """One training step on the tiny preset: finite KD losses, the student
     gets gradients; a frozen or EMA teacher never does, the mutual-learning
     teacher does (its task loss and the student-to-teacher term)."""
     from visionkd.registry import MODELS
     preset = get_preset('seg', 'tiny')
-    cfg = run_config(preset, DATA, DATA.classes, 'distill', 'pspnet',
-                     METHODS['seg'][name])
+    spec = METHODS['seg'][name]
+    cfg = run_config(preset, DATA, DATA.classes, 'distill',
+                     spec.arch or 'pspnet', spec)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg['model'])
@@ -125,9 +149,10 @@ def test_tiny_framework_trains_the_right_models(name):
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0
                for p in model.student.backbone.parameters())
-    if name == 'dml':
+    if name.startswith('dml'):
         online = model.online_teachers['teacher']
-        assert 'teacher.decode.loss_ce' in losses, sorted(losses)
+        assert any(k.startswith('teacher.decode.loss_') for k in losses), \
+            sorted(losses)
         assert any(p.grad is not None and p.grad.abs().sum() > 0
                    for p in online.backbone.parameters())
     else:

@@ -113,7 +113,9 @@ def test_every_method_names_its_config():
                 f'configs/{family}/') and spec.source.endswith(
                 f'_{method}.py') or spec.source.startswith(
                 f'configs/{method}/'))) or spec.source.startswith(
-                    FRAMEWORK_FOLDERS.get(spec.name, '-')), spec.name
+                    FRAMEWORK_FOLDERS.get(spec.name, '-')) or (
+                        family == spec.arch and spec.source.startswith(
+                            FRAMEWORK_FOLDERS.get(method, '-'))), spec.name
         assert osp.isfile(osp.join(REPO_ROOT, spec.source)), spec.source
         assert set(spec.build_terms(PAPER[spec.task])) == set(
             _config(spec).model.distill_terms) - DROPPED.get(

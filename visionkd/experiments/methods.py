@@ -504,3 +504,14 @@ for _name, _fn, _src in [
         ('bpkd', _as_is, _BPKD)]:
     _register(MethodSpec(f'{_name}_ddrnet', 'seg', _fn, _src,
                          arch='ddrnet'))
+
+
+# The frameworks on the DDRNet family, from the same configs: CWD from the
+# DDRNet-23 teacher at 1.5x the input (its batch rounded to a multiple of
+# 8, teacher_input.py), deep mutual learning of DDRNet-23 and -23-slim
+# from scratch, CWD from an EMA of the student. No self_aux: DDRNet's
+# auxiliary (spatial) head runs only in training, which the build-time dry
+# run (eval mode) cannot record; the distiller refuses it by name.
+for _name in ('cwd_hires', 'dml', 'ema_cwd'):
+    _register(MethodSpec(f'{_name}_ddrnet', 'seg', _as_is,
+                         METHODS['seg'][_name].source, arch='ddrnet'))

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
 
 from tests.conftest import tiny_faster_rcnn, tiny_pspnet
 from visionkd.models.distillers.ema_teacher import ema_update
@@ -66,6 +67,39 @@ def test_scaled_data_samples_scale_boxes_metas_and_masks(det_batch):
     assert out.gt_sem_seg.data.tolist() == [[[1, 1, 2, 2], [1, 1, 2, 2],
                                              [3, 3, 4, 4], [3, 3, 4, 4]]]
     assert seg.gt_sem_seg.data.shape == (1, 2, 2)  # the input is untouched
+
+
+def test_scaled_batch_is_rounded_to_the_teachers_divisor():
+    """A 1.5x batch of 180 x 240 is 270 x 360; a teacher padding to 8
+    (DDRNet's stride-8 sum) gets 272 x 360, and the metas and masks follow
+    the size used; the divisor is read from the teacher's preprocessor."""
+    from mmengine.structures import PixelData
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+
+    from visionkd.models.distillers.teacher_input import (
+        input_divisor,
+        scale_inputs,
+    )
+    x = torch.rand(1, 3, 180, 240)
+    assert tuple(scale_inputs(x, 1.5).shape[-2:]) == (270, 360)
+    assert tuple(scale_inputs(x, 1.5, 8).shape[-2:]) == (272, 360)
+    seg = SegDataSample(metainfo=dict(img_shape=(180, 240)))
+    seg.gt_sem_seg = PixelData(data=torch.zeros(1, 180, 240,
+                                                dtype=torch.uint8))
+    out = scale_data_samples([seg], 1.5, (180, 240), 8)[0]
+    assert out.img_shape == (272, 360)
+    assert out.gt_sem_seg.data.shape == (1, 272, 360)
+
+    class Model(nn.Module):
+        def __init__(self, dp):
+            super().__init__()
+            self.data_preprocessor = dp
+    assert input_divisor(Model(SegDataPreProcessor(
+        size=(180, 240), test_cfg=dict(size_divisor=8)))) == 8
+    assert input_divisor(Model(SegDataPreProcessor(size_divisor=16))) == 16
+    assert input_divisor(Model(SegDataPreProcessor(size=(8, 8)))) == 1
+    assert input_divisor(nn.Linear(1, 1)) == 1
 
 
 def test_head_modes_reject_a_scaled_teacher():

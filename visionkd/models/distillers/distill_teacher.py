@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from .teacher_input import scale_data_samples, scale_inputs
+from .teacher_input import input_divisor, scale_data_samples, scale_inputs
 from .teacher_loading import load_teacher_weights
 from .teacher_specs import TeacherSpec
 
@@ -65,6 +65,8 @@ class DistillTeacher:
         #: checkpoint without its weights was loaded).
         self.resync = False
         self.affine = None
+        #: The multiple its scaled input is rounded to (teacher_input).
+        self.divisor = input_divisor(model)
         if spec.has_own_model:
             self.affine = input_affine(student, model)
             if self.affine is not None:
@@ -98,13 +100,13 @@ class DistillTeacher:
                 x = x.flip(1)
             if m_t is not None:
                 x = (x - m_t.to(x)) / s_t.to(x)
-        return scale_inputs(x, self.spec.scale_factor)
+        return scale_inputs(x, self.spec.scale_factor, self.divisor)
 
     def data_samples(self, samples: Optional[list],
                      input_size: Tuple[int, int]) -> Optional[list]:
         """The batch's data samples at the teacher's input scale."""
         return scale_data_samples(samples, self.spec.scale_factor,
-                                  input_size)
+                                  input_size, self.divisor)
 
     def load(self) -> None:
         """Load the checkpoint, once (frozen and online teachers)."""

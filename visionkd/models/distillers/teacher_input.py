@@ -11,29 +11,56 @@ task loss) sees consistent values: ``img_shape``, ``pad_shape``,
 neighbour). Feature and logit terms then compare maps of different sizes:
 the teacher's map is resized to the student's (see
 :mod:`visionkd.models.connectors.inference`).
+
+The scaled size is rounded to a multiple of the teacher's input divisor
+(:func:`input_divisor`: its preprocessor's ``pad_size_divisor`` /
+``size_divisor``, or the ``size_divisor`` of its test-time padding), as
+the teacher's own preprocessor would pad: DDRNet adds its stride-8 branch
+to maps of (h // 8, w // 8) and fails on a 1.5x batch of 270 rows. The
+boxes and metas follow the size actually used.
 """
 import copy
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['scaled_size', 'scale_inputs', 'scale_data_samples']
+__all__ = ['input_divisor', 'scaled_size', 'scale_inputs',
+           'scale_data_samples']
 
 _SHAPE_KEYS = ('img_shape', 'pad_shape', 'batch_input_shape')
 
 
-def scaled_size(size: Tuple[int, int], factor: float) -> Tuple[int, int]:
-    """(H, W) times ``factor``, rounded, at least 1."""
-    return tuple(max(1, int(round(s * factor))) for s in size)
+def input_divisor(model: nn.Module) -> int:
+    """The multiple a model's inputs are padded to (1 if none): mmdet's
+    ``pad_size_divisor``, mmseg's ``size_divisor`` or its
+    ``test_cfg['size_divisor']``, whichever is largest."""
+    dp = getattr(model, 'data_preprocessor', None)
+    test_cfg = getattr(dp, 'test_cfg', None) or {}
+    found = [getattr(dp, 'pad_size_divisor', None),
+             getattr(dp, 'size_divisor', None),
+             test_cfg.get('size_divisor') if isinstance(test_cfg, dict)
+             else None]
+    return max([int(d) for d in found if d] + [1])
 
 
-def scale_inputs(inputs: torch.Tensor, factor: float) -> torch.Tensor:
+def scaled_size(size: Tuple[int, int], factor: float,
+                divisor: int = 1) -> Tuple[int, int]:
+    """(H, W) times ``factor``, rounded to the nearest multiple of
+    ``divisor`` (at least ``divisor``)."""
+    return tuple(max(1, int(round(s * factor / divisor))) * divisor
+                 for s in size)
+
+
+def scale_inputs(inputs: torch.Tensor, factor: float,
+                 divisor: int = 1) -> torch.Tensor:
     """The batch (N, C, H, W) resized by ``factor`` (bilinear, antialiased
-    when shrinking); the batch itself when ``factor`` is 1."""
+    when shrinking) to a multiple of ``divisor``; the batch itself when
+    ``factor`` is 1."""
     if factor == 1.0:
         return inputs
-    size = scaled_size(tuple(inputs.shape[-2:]), factor)
+    size = scaled_size(tuple(inputs.shape[-2:]), factor, divisor)
     return F.interpolate(inputs, size=size, mode='bilinear',
                          align_corners=False, antialias=factor < 1.0)
 
@@ -67,7 +94,8 @@ def _scale_sem_seg(sample, size: Tuple[int, int]) -> None:
 
 
 def scale_data_samples(samples: Optional[list], factor: float,
-                       input_size: Tuple[int, int]) -> Optional[list]:
+                       input_size: Tuple[int, int],
+                       divisor: int = 1) -> Optional[list]:
     """Copies of the batch's data samples for a teacher at ``factor``.
 
     Args:
@@ -75,6 +103,7 @@ def scale_data_samples(samples: Optional[list], factor: float,
             mmseg ``SegDataSample``), or None.
         factor: The teacher's input scale.
         input_size: (H, W) of the student's batch (the padded input).
+        divisor: The teacher's input divisor (as :func:`scale_inputs`).
 
     Returns:
         New samples (the given ones are not changed), or ``samples`` itself
@@ -83,7 +112,7 @@ def scale_data_samples(samples: Optional[list], factor: float,
     if factor == 1.0 or not samples:
         return samples
     h, w = input_size
-    new_h, new_w = scaled_size((h, w), factor)
+    new_h, new_w = scaled_size((h, w), factor, divisor)
     fy, fx = new_h / h, new_w / w
     out: List = []
     for sample in samples:
@@ -94,6 +123,7 @@ def scale_data_samples(samples: Optional[list], factor: float,
                 _scale_boxes(getattr(sample, field), fx, fy)
         if hasattr(sample, 'gt_sem_seg'):
             seg_h, seg_w = sample.gt_sem_seg.data.shape[-2:]
-            _scale_sem_seg(sample, scaled_size((seg_h, seg_w), factor))
+            _scale_sem_seg(sample, (max(1, int(round(seg_h * fy))),
+                                    max(1, int(round(seg_w * fx)))))
         out.append(sample)
     return out
