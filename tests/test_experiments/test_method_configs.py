@@ -31,7 +31,9 @@ PAPER = {'det': ModelInfo('det', 256, 256, 80, (800, 1333), 2),
 ADDED = {'connector', 'gather', 'pixel_memory_size', 'region_memory_size',
          'pixel_contrast_size', 'region_contrast_size', 'pool_size'}
 #: Terms a family's method leaves out (methods.py says why).
-DROPPED = {'dist_ddrnet': {'aux_logits'}}
+DROPPED = {'dist_ddrnet': {'aux_logits'}, 'fgd_from_gfl': {'roi'}}
+#: Keys a method removes from the config's terms (one teacher of two).
+REMOVED = {'fgd_from_gfl': {'fpn.from_teacher'}}
 #: Layers a family's method distils instead of the config's.
 LAYERS = {
     'ifvd_ddrnet': {'ifv.student': 'decode_head.head',
@@ -45,7 +47,12 @@ LAYERS = {
 FRAMEWORK_FOLDERS = {'cwd_hires': 'configs/teacher_input/',
                      'dml': 'configs/online/',
                      'ema_cwd': 'configs/self_kd/',
-                     'self_aux': 'configs/self_kd/'}
+                     'self_aux': 'configs/self_kd/',
+                     # several teachers / a teacher of another family
+                     'roi_fgd_two': 'configs/multi_teacher/',
+                     'fgd_from_gfl': 'configs/multi_teacher/',
+                     'cwd_two': 'configs/multi_teacher/',
+                     'cwd_from_ddrnet': 'configs/cwd/'}
 
 
 def _ids(specs):
@@ -69,6 +76,8 @@ def _config_terms(spec) -> dict:
         del terms[name]
     flat = _flat(_single_process(terms))
     flat.update(LAYERS.get(spec.name, {}))
+    for key in REMOVED.get(spec.name, ()):
+        del flat[key]
     return flat
 
 
@@ -183,6 +192,7 @@ SCALES = {
     'af_dcd': {'af_dcd.loss.lambda_fd': _af_dcd_fd},
 }
 SCALES['ifvd_ddrnet'] = SCALES['ifvd']
+SCALES['roi_fgd_two'] = SCALES['fgd_from_gfl'] = SCALES['fgd']
 SCALES['af_dcd_ddrnet'] = SCALES['af_dcd']
 
 

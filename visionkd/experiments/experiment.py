@@ -244,7 +244,8 @@ class ExperimentState:
             rows.append(dict(
                 name=run.name, role=run.role, seed=run.seed,
                 method=run.method.name if run.method else None,
-                teacher=run.teacher, assistant=run.assistant,
+                teacher=run.teacher or (list(run.teachers) or None),
+                assistant=run.assistant,
                 teacher_ckpt=self._teacher_ckpt(run),
                 exported=res.exported if res else None,
                 config=run.config_path(self.root), work_dir=work_dir,
@@ -259,9 +260,12 @@ class ExperimentState:
                 status='done' if res else 'pending or failed'))
         return rows
 
-    def _teacher_ckpt(self, run: Run) -> Optional[str]:
+    def _teacher_ckpt(self, run: Run):
         """The checkpoint ``run`` learns from, once its teacher run (or
-        assistant) has finished."""
+        assistant) has finished; a list for several teachers."""
+        if run.teachers:
+            done = [self.results.get(t) for t in run.teachers]
+            return [d.as_teacher if d else None for d in done]
         done = self.results.get(run.teacher) if run.teacher else None
         return done.as_teacher if done else None
 
@@ -349,12 +353,20 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
                            book)
 
 
-def _probe_teacher(state: ExperimentState, run: Run) -> Optional[str]:
+def _probe_teacher(state: ExperimentState, run: Run):
     """The checkpoint of ``run``'s teacher (or assistant) for its probe,
     if it is trained (a probe only times the step: an untrained teacher of
-    the same size costs the same)."""
+    the same size costs the same); a tuple for several teachers."""
+    if run.teachers:
+        return tuple(_trained_ckpt(state, name) for name in run.teachers)
+    return _trained_ckpt(state, run.teacher)
+
+
+def _trained_ckpt(state: ExperimentState,
+                  name: Optional[str]) -> Optional[str]:
+    """The checkpoint of the teacher run ``name``, if it is trained."""
     for other in state.plan:
-        if other.name == run.teacher:
+        if other.name == name:
             if other.iters == 0:
                 return state.opts.teacher_ckpt
             done = read_result(other.work_dir(state.root))

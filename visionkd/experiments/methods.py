@@ -162,6 +162,12 @@ class MethodSpec:
         source: The paper config the terms come from (relative to the repo
             root); None when no official setting exists.
         arch: Model family it needs; None = the preset's default.
+        teacher_archs: The families whose trained teachers it learns from
+            (empty: its own family's). One family: that family's teacher
+            replaces its own (a teacher of another architecture); several:
+            the distiller's ``teachers``, in the order of the source
+            config's ``teachers``, each renamed to its family (the terms'
+            ``from_teacher`` with it, :meth:`teacher_names`).
 
     The source config's student-teacher framework
     (:func:`paper_framework`: a teacher at another input scale, a teacher
@@ -174,6 +180,26 @@ class MethodSpec:
     adapt: Callable[[dict, ModelInfo], dict]
     source: Optional[str]
     arch: Optional[str] = None
+    teacher_archs: Tuple[str, ...] = ()
+
+    def teacher_families(self, default_arch: str) -> Tuple[str, ...]:
+        """The families whose teacher runs it needs (none for an EMA /
+        self teacher or one trained with the student from scratch)."""
+        if not self.needs_teacher_run:
+            return ()
+        return self.teacher_archs or (self.arch or default_arch, )
+
+    def teacher_names(self) -> Dict[str, str]:
+        """Several teachers: the source config's teacher name -> its
+        family (``{}`` for one teacher)."""
+        if len(self.teacher_archs) < 2:
+            return {}
+        names = list(_load_model(self.source).get('teachers') or {})
+        if len(names) != len(self.teacher_archs):
+            raise ValueError(
+                f'method {self.name}: teacher_archs {self.teacher_archs} '
+                f'but its config {self.source} has the teachers {names}')
+        return dict(zip(names, self.teacher_archs))
 
     def build_terms(self, info: ModelInfo) -> dict:
         """The distiller's ``distill_terms`` for these models."""
@@ -515,3 +541,43 @@ for _name, _fn, _src in [
 for _name in ('cwd_hires', 'dml', 'ema_cwd'):
     _register(MethodSpec(f'{_name}_ddrnet', 'seg', _as_is,
                          METHODS['seg'][_name].source, arch='ddrnet'))
+
+
+# Several teachers and a teacher of another family (issue #15), from the
+# multi-teacher configs (ours, not paper settings). Detection: RoI-level KD
+# from the Faster R-CNN teacher plus FGD on P3-P6 from the GFL teacher
+# (student FPN levels 1-4 = the GFL FPN's 0-3), FGD rescaled as `fgd`;
+# `fgd_from_gfl` is its FGD term alone (the GFL teacher alone; `roi_kd` is
+# the Faster R-CNN teacher alone). Segmentation: CWD towards the mean of
+# the PSPNet and DDRNet-23 teachers' logits (both stride 8, CamVid's
+# classes); `cwd_from_ddrnet` is CWD from the DDRNet-23 teacher alone
+# (`cwd`: the PSPNet teacher alone).
+_MULTI_DET = ('configs/multi_teacher/'
+              'faster_rcnn_r101_gfl_r101_to_faster_rcnn_r18_coco.py')
+_MULTI_SEG = ('configs/multi_teacher/'
+              'pspnet_deeplabv3_r101_to_pspnet_r18_cityscapes_cwd.py')
+
+
+def _fgd_term(term: dict, info: ModelInfo) -> dict:
+    """An FGD FPN term rescaled as `fgd`, its levels kept."""
+    return _fgd(dict(fpn=term), info)['fpn']
+
+
+def _roi_fgd_two(terms: dict, info: ModelInfo) -> dict:
+    fpn = _fgd_term(terms['fpn'], info)
+    fpn['from_teacher'] = terms['fpn']['from_teacher']
+    return dict(roi=terms['roi'], fpn=fpn)
+
+
+def _fgd_from_gfl(terms: dict, info: ModelInfo) -> dict:
+    return dict(fpn=_fgd_term(terms['fpn'], info))
+
+
+_register(MethodSpec('roi_fgd_two', 'det', _roi_fgd_two, _MULTI_DET,
+                     teacher_archs=('faster_rcnn', 'gfl')))
+_register(MethodSpec('fgd_from_gfl', 'det', _fgd_from_gfl, _MULTI_DET,
+                     teacher_archs=('gfl', )))
+_register(MethodSpec('cwd_two', 'seg', _as_is, _MULTI_SEG,
+                     teacher_archs=('pspnet', 'ddrnet')))
+_register(MethodSpec('cwd_from_ddrnet', 'seg', _as_is, _SEG.format('cwd'),
+                     teacher_archs=('ddrnet', )))

@@ -31,7 +31,9 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
     [per seed]}, "methods": {name: {"metric": [per seed], "config": path}},
     "schedule": {...}}``. A seed that has not finished is ``null``. A
     method of another model family also gets its own ``teacher`` and
-    ``baseline`` entries and its family name as ``arch``.
+    ``baseline`` entries and its family name as ``arch``; a family that
+    only teaches (a method's ``teacher_archs``) is in ``teachers_only``:
+    ``{arch: {"metric": x}}``.
 
     With a teacher assistant (``assistant``: the model's name;
     ``assistants``: method name -> the assistant run its students via the
@@ -64,6 +66,11 @@ def build_results(task: str, metric: str, seeds: Sequence[int],
             entry['baseline'] = dict(metric=[
                 metric_of(f'baseline{sfx(arch)}_seed{s}') for s in seeds])
         doc['methods'][m.name] = entry
+    teaching = sorted({a for m in methods for a in m.teacher_archs} -
+                      {m.arch or default_arch for m in methods})
+    if teaching:  # families that only teach: their teacher's metric
+        doc['teachers_only'] = {
+            a: dict(metric=metric_of(f'teacher{sfx(a)}')) for a in teaching}
     if assistant is not None and assistants:
         _add_assistants(doc, assistant, assistants, metric_of, seeds,
                         methods, default_arch, configs)
@@ -273,6 +280,10 @@ def write_markdown(doc: dict, path: str, title: str,
         lines.append(
             f'| teacher | {"n/a" if teacher is None else f"{teacher:.1f}"} '
             '| | | | |')
+        for arch, entry in doc.get('teachers_only', {}).items():
+            t = entry['metric']
+            lines.append(f'| teacher ({arch}, teaches only) | '
+                         f'{"n/a" if t is None else f"{t:.1f}"} | | | | |')
         lines += _assistant_rows(doc, None)
         lines.append(f'| baseline student | {_fmt(bm, bs, bn)} | '
                      f'{_seeds(base)} | | | |')

@@ -4,7 +4,7 @@ import functools
 import json
 import os
 import os.path as osp
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -206,6 +206,9 @@ def _distiller(preset: Preset, student: dict, teacher: dict,
     teacher starts from the framework's ``teacher_ckpt`` (None: from
     scratch with the student) instead of the teacher run's.
     """
+    if isinstance(teacher, list):
+        return _multi_distiller(preset, student, teacher, method,
+                                teacher_ckpt, num_classes)
     extra = method.framework()
     if 'teacher' in extra:
         teacher, teacher_ckpt = extra.pop('teacher'), None
@@ -219,6 +222,48 @@ def _distiller(preset: Preset, student: dict, teacher: dict,
                             else 'SegmentationDistiller'),
         student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
         distill_terms=method.build_terms(info), **extra), teacher_ckpt
+
+
+def _rename_teachers(terms: dict, names: Dict[str, str]) -> dict:
+    """The terms with each ``from_teacher`` name renamed by ``names``."""
+    for term in terms.values():
+        src = term.get('from_teacher')
+        if isinstance(src, str):
+            term['from_teacher'] = names[src]
+        elif src is not None:
+            term['from_teacher'] = tuple(names[n] for n in src)
+    return terms
+
+
+def _multi_distiller(preset: Preset, student: dict, teachers: List[dict],
+                     method: MethodSpec, teacher_ckpt,
+                     num_classes: int) -> Tuple[dict, Optional[str]]:
+    """Several teachers (``MethodSpec.teacher_archs``), each named after
+    its family, with its teacher run's checkpoint (``teacher_ckpt``: one
+    per teacher, or None before they are trained); returns the first
+    teacher's checkpoint as the one a summary quotes."""
+    names = method.teacher_names()
+    # the terms are adapted to the first teacher's widths: the FPN widths
+    # of the presets' detection families agree (test_multi_teacher_methods)
+    ckpts = tuple(teacher_ckpt) if teacher_ckpt else (None, ) * len(teachers)
+    info = model_info(preset, teachers[0], student, num_classes)
+    terms = _rename_teachers(method.build_terms(info), names)
+    return dict(
+        type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
+                            else 'SegmentationDistiller'),
+        student=student,
+        teachers={arch: dict(model=cfg, ckpt=ckpt) for arch, cfg, ckpt in
+                  zip(method.teacher_archs, teachers, ckpts)},
+        distill_terms=terms, **method.framework()), ckpts[0]
+
+
+def _method_teachers(preset: Preset, method: MethodSpec,
+                     num_classes: int):
+    """The teacher model(s) of a method with ``teacher_archs``: one
+    config, or a list for several."""
+    cfgs = [model_cfgs(preset, arch, num_classes)[0]
+            for arch in method.teacher_archs]
+    return cfgs if len(cfgs) > 1 else cfgs[0]
 
 
 def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
@@ -238,7 +283,8 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
         arch: Model family.
         method: The method (``'distill'`` and ``'assistant'``).
         teacher_ckpt: Teacher checkpoint (``'distill'`` and
-            ``'assistant'``; via an assistant, the assistant's).
+            ``'assistant'``; via an assistant, the assistant's; a tuple,
+            one per teacher, for a method of several teachers).
         cfg_options: Extra ``key.sub=value`` overrides for every run.
         assistant: The family's assistant (``ModelPair.assistants``) the
             ``'assistant'`` run trains, or the teacher of a ``'distill'``
@@ -246,6 +292,8 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
     """
     model, teacher = _run_models(preset, role, arch, len(classes),
                                  assistant)
+    if role == 'distill' and method is not None and method.teacher_archs:
+        teacher = _method_teachers(preset, method, len(classes))
     runtime = copy.deepcopy(_runtime(preset.task))
     sched = preset.schedule
     # an assistant is the next step's teacher: the teacher's schedule

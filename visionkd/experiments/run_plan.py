@@ -1,12 +1,12 @@
 """Which runs an experiment needs, in execution order."""
 import os.path as osp
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .methods import MethodSpec
 
-__all__ = ['Run', 'family_order', 'plan_runs', 'teacher_run_name',
-           'assistant_run_name']
+__all__ = ['Run', 'family_order', 'teacher_families', 'plan_runs',
+           'teacher_run_name', 'assistant_run_name']
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Run:
             teacher, or none for a method without a teacher run
             (``MethodSpec.needs_teacher_run``: an EMA or self teacher, a
             teacher trained from scratch with the student).
+        teachers: Several teachers (``MethodSpec.teacher_archs``): the
+            teacher runs whose checkpoints it learns from, in the method's
+            order (``teacher`` is None then).
         assistant: Name of the family's assistant model
             (``ModelPair.assistants``): the model an ``'assistant'`` run
             trains, or the teacher of a ``'distill'`` run via the
@@ -45,6 +48,7 @@ class Run:
     iters: int
     teacher: Optional[str] = None
     assistant: Optional[str] = None
+    teachers: Tuple[str, ...] = ()
 
     def work_dir(self, root: str) -> str:
         return osp.join(root, 'runs', self.name)
@@ -85,6 +89,27 @@ def family_order(methods: Sequence[MethodSpec],
     return archs or [default_arch]
 
 
+def teacher_families(methods: Sequence[MethodSpec], default_arch: str,
+                     archs: Sequence[str]) -> List[str]:
+    """The families whose teachers are trained: the students' families
+    (``archs``), then those only a method's ``teacher_archs`` names."""
+    out = list(archs)
+    for m in methods:
+        for arch in m.teacher_families(default_arch):
+            if arch not in out:
+                out.append(arch)
+    return out
+
+
+def _teacher_fields(m: MethodSpec, default_arch: str) -> dict:
+    """``teacher`` / ``teachers`` of a method's run."""
+    families = m.teacher_families(default_arch)
+    names = tuple(teacher_run_name(a, default_arch) for a in families)
+    if len(names) > 1:
+        return dict(teachers=names)
+    return dict(teacher=names[0] if names else None)
+
+
 def _assistant_methods(methods: Sequence[MethodSpec], default_arch: str,
                        assistant_method: Optional[MethodSpec]
                        ) -> Dict[str, MethodSpec]:
@@ -97,6 +122,13 @@ def _assistant_methods(methods: Sequence[MethodSpec], default_arch: str,
     if not methods:
         raise ValueError('--assistant needs --methods: the assistant is '
                          'the teacher of the distilled students')
+    other = [m.name for m in [*methods, assistant_method]
+             if m is not None and m.teacher_archs]
+    if other:
+        raise ValueError(
+            f'--assistant: the methods {other} learn from the teachers of '
+            f'other families (teacher_archs), not from one assistant; run '
+            f'them without --assistant')
     own = [m.name for m in [*methods, assistant_method]
            if m is not None and not m.needs_teacher_run]
     if own:
@@ -158,7 +190,9 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
     ``arch`` differs from ``default_arch`` adds that family's teacher and
     baseline (named ``teacher_<arch>``, ``baseline_<arch>``); the default
     family's (``teacher``, ``baseline``) are planned when a method uses it
-    or when there are no methods (teacher and baseline only).
+    or when there are no methods (teacher and baseline only). A family
+    that only teaches (a method's ``teacher_archs``) gets its teacher run
+    and no baseline.
     ``train_teacher=False`` (a teacher checkpoint was given) makes the
     default teacher an evaluation-only run; it is an error when no method
     uses the default family.
@@ -180,7 +214,8 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
             f'--teacher-ckpt or add a method of that family')
     if assistant_method is not None and assistant is None:
         raise ValueError('--assistant-method needs --assistant')
-    runs = _teacher_runs(archs, default_arch, teacher_iters, train_teacher)
+    runs = _teacher_runs(teacher_families(methods, default_arch, archs),
+                         default_arch, teacher_iters, train_teacher)
     via: Dict[str, str] = {}
     if assistant is not None:
         trained = _assistant_methods(methods, default_arch,
@@ -198,10 +233,9 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
             arch = m.arch or default_arch
             # an EMA / self teacher or one trained with the student from
             # scratch needs no teacher run
-            teacher = teacher_run_name(arch, default_arch) \
-                if m.needs_teacher_run else None
             runs.append(Run(f'{m.name}_seed{seed}', 'distill', arch, seed,
-                            m, m.name, student_iters, teacher=teacher))
+                            m, m.name, student_iters,
+                            **_teacher_fields(m, default_arch)))
             if m.name in via:
                 config = f'{m.name}_via_{assistant}'
                 runs.append(Run(f'{config}_seed{seed}', 'distill', arch,

@@ -9,11 +9,12 @@ orchestration (:mod:`.experiment`) asks it for the runs that are
 Rules: runs start in plan order (teachers first), at most ``jobs`` at a
 time; a distilled student (or a teacher assistant) waits until its teacher
 run (``Run.teacher``: the teacher of its model family, or for a student via
-an assistant, that assistant) has finished (it needs the checkpoint), and
-is skipped when that run failed or was skipped.
+an assistant, that assistant; or every run of ``Run.teachers``) has
+finished (it needs the checkpoint), and is skipped when that run failed or
+was skipped.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .run_plan import Run
 
@@ -26,12 +27,13 @@ class Step:
 
     Attributes:
         run: The run.
-        teacher_ckpt: For a distilled run, its teacher's checkpoint.
+        teacher_ckpt: For a distilled run, its teacher's checkpoint (a
+            tuple, one per teacher, for a run with ``Run.teachers``).
         skip: Do not run it (its teacher failed); mark it skipped.
     """
 
     run: Run
-    teacher_ckpt: Optional[str] = None
+    teacher_ckpt: Union[None, str, Tuple[str, ...]] = None
     skip: bool = False
 
 
@@ -67,13 +69,18 @@ class RunScheduler:
         """Checkpoint of the finished teacher of ``arch`` (None if not)."""
         return self._teacher_ckpts.get(arch)
 
-    def _state(self, run: Run) -> Tuple[str, Optional[str]]:
+    def _state(self, run: Run) -> Tuple[str, Union[None, str, tuple]]:
         """('go', teacher checkpoint or None), ('wait', None) (its teacher
         has not finished yet) or ('skip', None) (its teacher failed)."""
         if run.role not in ('distill', 'assistant') or (
                 run.method is not None and
                 not run.method.needs_teacher_run):
             return 'go', None
+        if run.teachers:  # several: all must have finished
+            if any(t in self._failed_names for t in run.teachers):
+                return 'skip', None
+            ckpts = tuple(self._ckpts.get(t) for t in run.teachers)
+            return ('wait', None) if None in ckpts else ('go', ckpts)
         if run.teacher is None:  # the family's teacher
             ckpt = self._teacher_ckpts.get(run.arch)
             failed = run.arch in self._failed_archs
