@@ -186,3 +186,36 @@ def test_tiny_frameworks_end_to_end(tmp_path):
                for k in state['state_dict'])
     assert 'teacher.decode.loss_ce' in (runs / 'dml_seed0' /
                                         'run.log').read_text()
+
+
+def test_det_ema_cwd_trains_from_an_ema_of_the_student(det_batch):
+    """Detection ``ema_cwd`` (configs/self_kd): no teacher run, the EMA
+    teacher is the student's own model (same FPN widths, no connector),
+    CWD on P2-P5 reaches the student and never the EMA."""
+    from visionkd.registry import MODELS
+    spec = METHODS['det']['ema_cwd']
+    assert spec.framework() == {'teacher': {'kind': 'ema', 'decay': 0.999}}
+    assert not spec.needs_teacher_run
+    plan = plan_runs([spec], [0], 'faster_rcnn', 4, 2)
+    assert {r.name: r.teacher for r in plan} == {
+        'teacher': None, 'baseline_seed0': None, 'ema_cwd_seed0': None}
+    preset = get_preset('det', 'tiny')
+    det = DataSpec(osp.join(SHARED_DATA, 'bccd'), 'annotations/train.json',
+                   'annotations/val.json', classes=('a', 'b', 'c'))
+    cfg = run_config(preset, det, det.classes, 'distill', 'faster_rcnn',
+                     spec, 'teacher.pth')['model']
+    _, student = model_cfgs(preset, 'faster_rcnn', 3)
+    assert cfg['student'] == student and cfg['teacher_ckpt'] is None
+    assert 'connector' not in cfg['distill_terms']['fpn']
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg)
+    model.train()
+    losses = model(**model.data_preprocessor(det_batch, True), mode='loss')
+    kd = {k: v for k, v in losses.items() if k.startswith('loss_kd_fpn')}
+    assert len(kd) == 4 and all(torch.isfinite(v) for v in kd.values())
+    sum(kd.values()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.student.neck.parameters())
+    (ema, ) = model.teachers.values()
+    assert all(p.grad is None for p in ema.parameters())

@@ -573,6 +573,10 @@ def _fgd_from_gfl(terms: dict, info: ModelInfo) -> dict:
     return dict(fpn=_fgd_term(terms['fpn'], info))
 
 
+# Detection self-distillation from an EMA of the student (no teacher run):
+# CWD on P2-P5, a mean, as it is.
+_register(MethodSpec('ema_cwd', 'det', _as_is, 'configs/self_kd/'
+                     'faster_rcnn_r50_ema_teacher_coco_cwd.py'))
 _register(MethodSpec('roi_fgd_two', 'det', _roi_fgd_two, _MULTI_DET,
                      teacher_archs=('faster_rcnn', 'gfl')))
 _register(MethodSpec('fgd_from_gfl', 'det', _fgd_from_gfl, _MULTI_DET,
