@@ -194,16 +194,21 @@ def test_online_state_roundtrip_is_exact(seg_batch):
 
 
 # ------------------------------------------------------------------- EMA
-def test_ema_teacher_follows_the_formula(seg_batch):
+@pytest.mark.parametrize('warmup', [True, False])
+def test_ema_teacher_follows_the_formula(seg_batch, warmup):
+    """theta' <- d_t theta' + (1 - d_t) theta; d_t = 0.6 without the
+    ramp, min(0.6, 1 - 1 / (t + 1)) = 0.5, 0.6, 0.6 with it (the mean
+    teacher's code)."""
     torch.manual_seed(0)
-    decay = 0.9
-    model = _seg(teacher=dict(kind='ema', decay=decay))
+    decay = 0.6
+    model = _seg(teacher=dict(kind='ema', decay=decay, warmup=warmup))
     model.train()
     w = model.student.decode_head.conv_seg.weight
     ema = model.teacher.decode_head.conv_seg.weight.detach().clone()
     torch.testing.assert_close(ema, w.detach())  # starts as the student
-    for _ in range(3):
-        expected = decay * ema + (1 - decay) * w.detach()
+    decays = [0.5, 0.6, 0.6] if warmup else [0.6] * 3
+    for d in decays:
+        expected = d * ema + (1 - d) * w.detach()
         _sgd_step(model, seg_batch)  # update with the weights, then step
         ema = expected
         torch.testing.assert_close(
@@ -233,6 +238,21 @@ def test_ema_state_in_checkpoint_and_resume_exact(seg_batch):
     for a, b in zip(model.teacher.state_dict().values(),
                     twin.teacher.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_ema_decay_ramp_by_hand():
+    from visionkd.models.distillers.ema_teacher import ema_decay
+    assert [ema_decay(0.999, k) for k in range(3)] == pytest.approx(
+        [0.5, 2 / 3, 0.75], rel=1e-12)
+    assert ema_decay(0.999, 10_000) == 0.999  # 1 - 1/10002 > 0.999
+    assert ema_decay(0.999, 0, warmup=False) == 0.999
+    with pytest.raises(ValueError, match="warmup is for kind='ema'"):
+        MODELS.build(dict(
+            type='visionkd.SegmentationDistiller', student=tiny_pspnet(32),
+            teachers=dict(t=dict(model=tiny_pspnet(32), warmup=True)),
+            distill_terms=copy.deepcopy(LOGITS)))
+    with pytest.raises(ValueError, match=r"drop \['warmup'\]"):
+        _seg(teacher=dict(kind='self', warmup=False))
 
 
 def test_ema_update_copies_buffers():

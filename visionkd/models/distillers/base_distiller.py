@@ -16,6 +16,7 @@ from visionkd.utils import resolve_model_cfg
 from .auto_pairing import resolve_auto_terms
 from .distill_teacher import DistillTeacher
 from .ema_teacher import (
+    ema_decay,
     ema_state,
     ema_update,
     load_ema_state,
@@ -648,7 +649,8 @@ class BaseDistiller(BaseModel):
             if t.kind != 'ema':
                 continue
             ema_update(t.model, self.student, 0.0 if t.resync else
-                       t.spec.decay)
+                       ema_decay(t.spec.decay, int(t.steps),
+                                 t.spec.warmup))
             t.resync = False
             t.steps += 1
 

@@ -6,6 +6,12 @@ models", NeurIPS 2017, Eq. 1): after every training step ``t``
     theta'_t = decay * theta'_{t-1} + (1 - decay) * theta_t
 
 where ``theta`` are the student's weights and ``theta'`` the teacher's.
+As in the authors' code (CuriousAI/mean-teacher, ``update_ema_variables``)
+the decay ramps up by default (``warmup=True``): update ``t`` (1, 2, ...)
+uses ``min(decay, 1 - 1 / (t + 1))``, so the first updates average the
+few student weights there are instead of keeping the random start (with
+0.999 and no ramp, 67 % of the EMA is still the initialisation after 400
+steps).
 The teacher starts as a copy of the (initialised) student and runs in eval
 mode under ``no_grad`` like a frozen teacher; buffers (BatchNorm running
 statistics) are copied from the student at every update, as mmengine's
@@ -22,7 +28,8 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
-__all__ = ['make_ema_teacher', 'ema_update', 'ema_state', 'load_ema_state']
+__all__ = ['make_ema_teacher', 'ema_decay', 'ema_update', 'ema_state',
+           'load_ema_state']
 
 #: Checkpoint key prefix of EMA teachers' weights.
 PREFIX = 'ema_teachers.'
@@ -55,6 +62,15 @@ def make_ema_teacher(student: nn.Module, where: str) -> nn.Module:
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher
+
+
+def ema_decay(decay: float, done: int, warmup: bool = True) -> float:
+    """The decay of the next update after ``done`` updates: ``decay``,
+    or with ``warmup`` ``min(decay, 1 - 1 / (done + 2))`` (update ``t =
+    done + 1`` of the mean teacher's ramp: 0.5, 0.667, 0.75, ...)."""
+    if not warmup:
+        return decay
+    return min(decay, 1.0 - 1.0 / (done + 2))
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ TEACHER_KINDS = ('frozen', 'online', 'ema', 'self')
 DEFAULT_TEACHER = 'teacher'
 #: Keys of one entry of ``teachers``.
 ENTRY_KEYS = ('model', 'ckpt', 'ckpt_strict', 'input', 'trainable', 'kind',
-              'decay')
+              'decay', 'warmup')
 #: Keys of ``teacher_input`` / an entry's ``input``.
 INPUT_KEYS = ('scale_factor', )
 
@@ -69,6 +69,8 @@ class TeacherSpec:
         scale_factor: The teacher's input is the student's batch resized by
             this factor (1.0: the same batch).
         decay: EMA decay (``'ema'``).
+        warmup: Ramp the EMA decay up as the mean teacher's code does,
+            ``min(decay, 1 - 1 / (t + 1))`` at update ``t`` (``'ema'``).
         ckpt_key: How messages name its checkpoint setting.
         role: How messages name the teacher.
     """
@@ -80,6 +82,7 @@ class TeacherSpec:
     ckpt_strict: bool = True
     scale_factor: float = 1.0
     decay: float = 0.999
+    warmup: bool = True
     ckpt_key: str = 'teacher_ckpt'
     role: str = 'teacher'
 
@@ -160,7 +163,7 @@ def _spec_of_entry(name: str, entry: dict, where: str) -> TeacherSpec:
     if kind in ('ema', 'self'):
         extra = [k for k in ('model', 'ckpt', 'ckpt_strict') if k in entry]
         if kind == 'self':
-            extra += ['decay'] if 'decay' in entry else []
+            extra += [k for k in ('decay', 'warmup') if k in entry]
             if spec.scale_factor != 1.0:
                 extra.append('input')
         if extra:
@@ -169,9 +172,13 @@ def _spec_of_entry(name: str, entry: dict, where: str) -> TeacherSpec:
                 f'{"weights" if kind == "ema" else "forward"}; drop '
                 f'{extra}')
         spec.decay = _decay(where, entry.get('decay', 0.999))
+        spec.warmup = _check_bool(f'{where}.warmup',
+                                  entry.get('warmup', True))
         return spec
-    if 'decay' in entry:
-        raise ValueError(f"{where}: decay is for kind='ema' teachers only")
+    for key in ('decay', 'warmup'):
+        if key in entry:
+            raise ValueError(
+                f"{where}: {key} is for kind='ema' teachers only")
     if entry.get('model') is None:
         raise KeyError(f'{where} needs `model` (a config reference or a '
                        f"model dict), or kind='ema' / kind='self'")
@@ -215,10 +222,11 @@ def _one(teacher, ckpt: Optional[str], strict: bool,
     special = _special_kind(teacher)
     if special is not None:
         where = 'teacher'
-        unknown = [k for k in special if k not in ('kind', 'decay')]
+        allowed = ['kind', 'decay', 'warmup']
+        unknown = [k for k in special if k not in allowed]
         if unknown:
             raise KeyError(f"teacher=dict(kind=...): unknown key(s) "
-                           f"{unknown}; allowed: ['kind', 'decay']")
+                           f"{unknown}; allowed: {allowed}")
         if ckpt is not None:
             special['ckpt'] = ckpt
         if teacher_input is not None:
