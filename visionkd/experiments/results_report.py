@@ -245,6 +245,18 @@ def _wall_time_line(seconds: Dict[str, float],
             ', '.join(one(k, v) for k, v in seconds.items()) + '.')
 
 
+def _teacher_rows(doc: dict) -> List[str]:
+    """The default family's teacher, the teaching-only teachers and the
+    default family's assistants."""
+    rows = []
+    for name, t in [('teacher', doc['teacher']['metric'])] + [
+            (f'teacher ({arch}, teaches only)', entry['metric'])
+            for arch, entry in doc.get('teachers_only', {}).items()]:
+        rows.append(f'| {name} | {"n/a" if t is None else f"{t:.1f}"} '
+                    '| | | | |')
+    return rows + _assistant_rows(doc, None)
+
+
 def write_markdown(doc: dict, path: str, title: str,
                    command: Optional[str] = None,
                    seconds: Optional[Dict[str, float]] = None,
@@ -261,7 +273,6 @@ def write_markdown(doc: dict, path: str, title: str,
             seconds per iteration to the wall times).
     """
     metric = doc['metric']
-    teacher = doc['teacher']['metric']
     base = doc['baseline']['metric']
     bm, bs, bn = mean_std(base)
     lines = [f'# {title}', '']
@@ -277,14 +288,7 @@ def write_markdown(doc: dict, path: str, title: str,
         '| all seeds > best baseline seed |',
         '|---|---|---|---|---|---|']
     if has_default_family(doc):
-        lines.append(
-            f'| teacher | {"n/a" if teacher is None else f"{teacher:.1f}"} '
-            '| | | | |')
-        for arch, entry in doc.get('teachers_only', {}).items():
-            t = entry['metric']
-            lines.append(f'| teacher ({arch}, teaches only) | '
-                         f'{"n/a" if t is None else f"{t:.1f}"} | | | | |')
-        lines += _assistant_rows(doc, None)
+        lines += _teacher_rows(doc)
         lines.append(f'| baseline student | {_fmt(bm, bs, bn)} | '
                      f'{_seeds(base)} | | | |')
     lines += _family_rows(doc)

@@ -180,6 +180,21 @@ def _teacher_runs(archs: Sequence[str], default_arch: str,
     return runs
 
 
+def _check_plan(methods: Sequence[MethodSpec], default_arch: str,
+                archs: Sequence[str], train_teacher: bool,
+                assistant: Optional[str],
+                assistant_method: Optional[MethodSpec]) -> None:
+    """Fail on options :func:`plan_runs` cannot honour."""
+    if not train_teacher and default_arch not in archs:
+        raise ValueError(
+            f'--teacher-ckpt is a teacher of the default model family '
+            f'{default_arch!r}, which none of the methods '
+            f'{[m.name for m in methods]} uses (they need {archs}); drop '
+            f'--teacher-ckpt or add a method of that family')
+    if assistant_method is not None and assistant is None:
+        raise ValueError('--assistant-method needs --assistant')
+
+
 def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
               default_arch: str, teacher_iters: int, student_iters: int,
               train_teacher: bool = True, assistant: Optional[str] = None,
@@ -206,14 +221,8 @@ def plan_runs(methods: Sequence[MethodSpec], seeds: Sequence[int],
     is that assistant.
     """
     archs = family_order(methods, default_arch)
-    if not train_teacher and default_arch not in archs:
-        raise ValueError(
-            f'--teacher-ckpt is a teacher of the default model family '
-            f'{default_arch!r}, which none of the methods '
-            f'{[m.name for m in methods]} uses (they need {archs}); drop '
-            f'--teacher-ckpt or add a method of that family')
-    if assistant_method is not None and assistant is None:
-        raise ValueError('--assistant-method needs --assistant')
+    _check_plan(methods, default_arch, archs, train_teacher, assistant,
+                assistant_method)
     runs = _teacher_runs(teacher_families(methods, default_arch, archs),
                          default_arch, teacher_iters, train_teacher)
     via: Dict[str, str] = {}
