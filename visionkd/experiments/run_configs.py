@@ -194,6 +194,12 @@ def _run_models(preset: Preset, role: str, arch: str, num_classes: int,
     return (middle, teacher) if role == 'assistant' else (student, middle)
 
 
+def _distiller_type(task: str) -> str:
+    """The registered distiller of a task."""
+    return 'visionkd.' + ('DetectionDistiller' if task == 'det'
+                          else 'SegmentationDistiller')
+
+
 def _distiller(preset: Preset, student: dict, teacher: dict,
                method: MethodSpec, teacher_ckpt: Optional[str],
                num_classes: int) -> Tuple[dict, Optional[str]]:
@@ -218,8 +224,7 @@ def _distiller(preset: Preset, student: dict, teacher: dict,
             teacher_ckpt = extra.pop('teacher_ckpt')
         info = model_info(preset, teacher, student, num_classes)
     return dict(
-        type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
-                            else 'SegmentationDistiller'),
+        type=_distiller_type(preset.task),
         student=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
         distill_terms=method.build_terms(info), **extra), teacher_ckpt
 
@@ -249,8 +254,7 @@ def _multi_distiller(preset: Preset, student: dict, teachers: List[dict],
     info = model_info(preset, teachers[0], student, num_classes)
     terms = _rename_teachers(method.build_terms(info), names)
     return dict(
-        type='visionkd.' + ('DetectionDistiller' if preset.task == 'det'
-                            else 'SegmentationDistiller'),
+        type=_distiller_type(preset.task),
         student=student,
         teachers={arch: dict(model=cfg, ckpt=ckpt) for arch, cfg, ckpt in
                   zip(method.teacher_archs, teachers, ckpts)},
