@@ -1,4 +1,4 @@
-"""mmseg 1.2's real-time students (STDC, BiSeNetV2, DDRNet, PIDNet,
+"""mmseg 1.2's real-time students (STDC1/2, BiSeNetV2, DDRNet, PIDNet,
 SegFormer, MobileNetV2-DeepLabV3+, MobileNetV3-LRASPP), narrowed, under a
 tiny PSPNet teacher: logit terms train on every pair whatever the
 student's output stride or training heads; token layers get a connector."""
@@ -27,7 +27,7 @@ def fcn(in_channels: int, index: int, channels: int = 8) -> dict:
                 concat_input=False, norm_cfg=BN, loss_decode=CE)
 
 
-def _stdc() -> dict:
+def _stdc(version: int = 1) -> dict:
     boundary = dict(
         type='STDCHead', in_channels=32, channels=8, num_convs=1,
         num_classes=2, boundary_threshold=0.1, in_index=0, norm_cfg=BN,
@@ -36,7 +36,8 @@ def _stdc() -> dict:
                  use_sigmoid=True, loss_weight=1.0),
             dict(type='DiceLoss', loss_name='loss_dice', loss_weight=1.0)])
     return dict(
-        config='mmseg::stdc/stdc1_in1k-pre_4xb12-80k_cityscapes-512x1024.py',
+        config=(f'mmseg::stdc/stdc{version}_in1k-pre_4xb12-80k_'
+                'cityscapes-512x1024.py'),
         backbone=dict(
             backbone_cfg=dict(channels=(8, 16, 32, 64, 128), norm_cfg=BN,
                               init_cfg=None),
@@ -108,6 +109,7 @@ def _mobilenetv3_lraspp() -> dict:
 #: family -> (student spec, input (H, W), student logit stride)
 STUDENTS = {
     'stdc1': (_stdc, (64, 128), 8),
+    'stdc2': (lambda: _stdc(2), (64, 128), 8),
     'bisenetv2': (_bisenetv2, (64, 128), 8),
     'ddrnet_23_slim': (_ddrnet, (64, 128), 8),
     'pidnet_s': (_pidnet, (64, 128), 8),
@@ -283,3 +285,32 @@ def test_cnn_to_transformer_tokens_both_ways():
     assert torch.isfinite(losses['loss_kd_tok'])
     losses['loss_kd_tok'].backward()
     assert model.student.backbone.layer4[0].conv1.weight.grad is not None
+
+
+def test_full_size_mit_b5_teacher_to_narrow_cnn_student():
+    """A SegFormer MiT-B5 teacher as mmseg configures it (full size, no
+    weights; tests/test_configs builds B4 at full size from configs/cirkd)
+    teaches a narrow STDC2 logit CWD: the teacher's stride-4 logits meet
+    the student's stride-8 ones through an inferred resize on the student
+    side, and only the student learns."""
+    teacher = dict(
+        config=('mmseg::segformer/segformer_mit-b5_8xb1-160k_'
+                'cityscapes-1024x1024.py'),
+        backbone=dict(init_cfg=None))
+    size = (64, 128)
+    model = build_distiller(
+        'seg', dict(logits=dict(LOGITS, loss=LOSSES['cwd'])),
+        student=dict(_stdc(2), data_preprocessor=dict(size=size)),
+        teacher=teacher)
+    depths = [len(stage[1]) for stage in model.teacher.backbone.layers]
+    assert depths == [3, 6, 40, 3]
+    conns = model.distill_terms['logits'].connectors[0]
+    assert [type(c).__name__ for c in conns] == ['ResizeConnector']
+    model.train()
+    losses = model(**model.data_preprocessor(seg_batch_of(*size), True),
+                   mode='loss')
+    value = losses['loss_kd_logits']
+    assert torch.isfinite(value) and value.item() > 0
+    value.backward()
+    assert model.student.decode_head.conv_seg.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
