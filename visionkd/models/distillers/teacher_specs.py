@@ -48,9 +48,11 @@ __all__ = ['TeacherSpec', 'TEACHER_KINDS', 'DEFAULT_TEACHER',
 TEACHER_KINDS = ('frozen', 'online', 'ema', 'self')
 #: The name of the teacher of the one-teacher form.
 DEFAULT_TEACHER = 'teacher'
+#: Keys only an EMA teacher takes.
+EMA_KEYS = ('decay', 'warmup')
 #: Keys of one entry of ``teachers``.
-ENTRY_KEYS = ('model', 'ckpt', 'ckpt_strict', 'input', 'trainable', 'kind',
-              'decay', 'warmup')
+ENTRY_KEYS = ('model', 'ckpt', 'ckpt_strict', 'input', 'trainable',
+              'kind') + EMA_KEYS
 #: Keys of ``teacher_input`` / an entry's ``input``.
 INPUT_KEYS = ('scale_factor', )
 
@@ -163,7 +165,7 @@ def _spec_of_entry(name: str, entry: dict, where: str) -> TeacherSpec:
     if kind in ('ema', 'self'):
         extra = [k for k in ('model', 'ckpt', 'ckpt_strict') if k in entry]
         if kind == 'self':
-            extra += [k for k in ('decay', 'warmup') if k in entry]
+            extra += [k for k in EMA_KEYS if k in entry]
             if spec.scale_factor != 1.0:
                 extra.append('input')
         if extra:
@@ -175,7 +177,7 @@ def _spec_of_entry(name: str, entry: dict, where: str) -> TeacherSpec:
         spec.warmup = _check_bool(f'{where}.warmup',
                                   entry.get('warmup', True))
         return spec
-    for key in ('decay', 'warmup'):
+    for key in EMA_KEYS:
         if key in entry:
             raise ValueError(
                 f"{where}: {key} is for kind='ema' teachers only")
@@ -222,7 +224,7 @@ def _one(teacher, ckpt: Optional[str], strict: bool,
     special = _special_kind(teacher)
     if special is not None:
         where = 'teacher'
-        allowed = ['kind', 'decay', 'warmup']
+        allowed = ['kind', *EMA_KEYS]
         unknown = [k for k in special if k not in allowed]
         if unknown:
             raise KeyError(f"teacher=dict(kind=...): unknown key(s) "
