@@ -63,7 +63,8 @@ setup(
     include_package_data=True,
     python_requires='>=3.9',
     install_requires=read_requirements('runtime'),
-    extras_require={'tests': read_requirements('tests')},
+    extras_require={'tests': read_requirements('tests'),
+                    'cluster': read_requirements('cluster')},
     classifiers=[
         'Development Status :: 3 - Alpha',
         'License :: OSI Approved :: Apache Software License',

@@ -18,6 +18,13 @@ or with ``--assistant-method M`` only), exported to a plain checkpoint,
 and one more student per method and seed learns from it
 (``<method>_via_mid``); the report shows both rows.
 
+``--executor slurm`` submits each run as a Slurm job through submitit
+(``--slurm-partition``, ``--slurm-gpus``, ``--slurm-cpus``, ...; the work
+dir must be on a file system the nodes share); a student's job is
+submitted once its teacher's has finished, ``--jobs`` caps the jobs in the
+queue, and the same command resumes. ``--executor submitit-local`` runs
+the same jobs on this machine (``visionkd/experiments/cluster.py``).
+
 Detection (COCO json)::
 
     python tools/run_experiments.py --task det --data-root data/bccd \\
@@ -46,6 +53,7 @@ from visionkd.experiments import (
     ExperimentOptions,
     run_experiments,
 )
+from visionkd.experiments.cluster import EXECUTORS, ClusterOptions
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.experiment import ExperimentFailed
 from visionkd.experiments.time_budget import BUDGETS
@@ -119,12 +127,44 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='--assistant: train one assistant with this '
                         'method for every method (default: one assistant '
                         'per method, distilled with that method)')
+    _add_cluster_args(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config; '
                         'METHOD:KEY=VALUE only into the runs distilled '
                         'with METHOD (e.g. af_dcd:model.distill_terms.'
                         'af_dcd.loss.loss_weight=0.2)')
     return parser.parse_args(argv)
+
+
+def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--executor', choices=EXECUTORS, default='local',
+                        help='local: subprocesses of this machine; slurm: '
+                        'one Slurm job per run (submitit); submitit-local: '
+                        'the same jobs on this machine (default: local)')
+    parser.add_argument('--slurm-partition', help='--executor slurm: the '
+                        "partition (default: the cluster's)")
+    parser.add_argument('--slurm-gpus', type=int, default=0,
+                        help='GPUs per job (a run uses one; default: 0)')
+    parser.add_argument('--slurm-cpus', type=int, default=4,
+                        help='CPUs per job, also its OMP_NUM_THREADS '
+                        '(default: 4)')
+    parser.add_argument('--slurm-timeout', type=int, default=240,
+                        metavar='MINUTES', help='job time limit; a run cut '
+                        'by it resumes when the command runs again '
+                        '(default: 240)')
+    parser.add_argument('--slurm-mem', type=int, metavar='GB',
+                        help="memory per job (default: the partition's)")
+    parser.add_argument('--slurm-option', nargs='+', action=DictAction,
+                        metavar='KEY=VALUE', help='more SlurmExecutor '
+                        'parameters, e.g. account=ABC qos=high')
+
+
+def _cluster(args: argparse.Namespace) -> ClusterOptions:
+    return ClusterOptions(
+        executor=args.executor, partition=args.slurm_partition,
+        gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+        timeout_min=args.slurm_timeout, mem_gb=args.slurm_mem,
+        extra=dict(args.slurm_option or {}))
 
 
 def main(argv=None) -> int:
@@ -145,7 +185,7 @@ def main(argv=None) -> int:
         student_iters=args.student_iters, jobs=args.jobs,
         budget=args.budget, probe_iters=args.probe_iters,
         probe_warmup=args.probe_warmup, assistant=args.assistant,
-        assistant_method=args.assistant_method,
+        assistant_method=args.assistant_method, cluster=_cluster(args),
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
                         if k in os.environ) +

@@ -219,3 +219,55 @@ def test_det_ema_cwd_trains_from_an_ema_of_the_student(det_batch):
                for p in model.student.neck.parameters())
     (ema, ) = model.teachers.values()
     assert all(p.grad is None for p in ema.parameters())
+
+
+#: Detection frameworks on the Faster R-CNN family and their frameworks.
+DET_FRAMEWORKS = {
+    'cwd_hires': {'teacher_input': {'scale_factor': 1.5}},
+    'dml': {'teacher_trainable': True, 'teacher_ckpt': None}}
+
+
+@pytest.mark.parametrize('name', sorted(DET_FRAMEWORKS))
+def test_det_framework_trains_the_right_models(name, det_batch):
+    """Detection ``cwd_hires`` (teacher at 1.5x, configs/teacher_input) and
+    ``dml`` (configs/online): the config's framework and terms plus a
+    learner-side connector per term; one tiny step reaches the student,
+    and the teacher only in ``dml`` (its task loss and ``fpn_back``)."""
+    from visionkd.registry import MODELS
+    spec = METHODS['det'][name]
+    model_cfg = Config.fromfile(osp.join(REPO_ROOT, spec.source)).model
+    assert spec.framework() == DET_FRAMEWORKS[name]
+    assert spec.needs_teacher_run == (name == 'cwd_hires')
+    terms = spec.build_terms(None)
+    assert {n: {k: v for k, v in t.items() if k != 'connector'}
+            for n, t in terms.items()} == model_cfg.distill_terms.to_dict()
+    assert all(t['connector'] == {'type': 'ConvConnector'}
+               for t in terms.values())
+    preset = get_preset('det', 'tiny')
+    det = DataSpec(osp.join(SHARED_DATA, 'bccd'), 'annotations/train.json',
+                   'annotations/val.json', classes=('a', 'b', 'c'))
+    cfg = run_config(preset, det, det.classes, 'distill', 'faster_rcnn',
+                     spec)['model']
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    losses = model(**model.data_preprocessor(det_batch, True), mode='loss')
+    kd = {k: v for k, v in losses.items() if k.startswith('loss_kd')}
+    assert len(kd) == 4 * len(terms), sorted(losses)
+    assert all(torch.isfinite(v) and v >= 0 for v in kd.values()), kd
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.student.neck.parameters())
+    if name == 'dml':
+        teacher = model.online_teachers['teacher']
+        assert any(k.startswith('teacher.loss_') for k in losses)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for p in teacher.neck.parameters())
+    else:  # the teacher's 1.5x FPN levels resized to the student's
+        assert 'ResizeConnector' in repr(model.distill_terms['fpn'])
+        assert len(model.online_teachers) == 0
+        assert all(p.grad is None for n, p in model.named_parameters()
+                   if not n.startswith(('student.', 'distill_terms.')))

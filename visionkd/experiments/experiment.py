@@ -16,8 +16,9 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .cluster import ClusterOptions, make_executor, run_as_job
 from .dataset_configs import DataSpec
 from .methods import MethodSpec, methods_for
 from .presets import Preset, get_preset
@@ -82,6 +83,10 @@ class ExperimentOptions:
             method and seed (``<method>_via_<assistant>``).
         assistant_method: Train one assistant with this method for all
             methods (of its family) instead of one per method.
+        cluster: Where the runs train (:mod:`.cluster`): local
+            subprocesses (default) or one Slurm job per run; with jobs,
+            ``jobs`` caps the jobs in the queue and each run gets
+            ``cluster.cpus`` threads.
     """
 
     task: str
@@ -102,6 +107,7 @@ class ExperimentOptions:
     probe_warmup: int = 2
     assistant: Optional[str] = None
     assistant_method: Optional[str] = None
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
 class ExperimentFailed(RuntimeError):
@@ -321,6 +327,13 @@ def _prepare(opts: ExperimentOptions) -> ExperimentState:
     if opts.probe_iters < 1 or opts.probe_warmup < 0:
         raise ValueError(f'probe_iters must be >= 1 and probe_warmup >= 0, '
                          f'got {opts.probe_iters} and {opts.probe_warmup}')
+    if opts.budget == 'time' and opts.cluster.executor == 'slurm':
+        raise ValueError(
+            "--budget time times each config with probes on this machine, "
+            "but --executor slurm trains on the cluster's nodes: the "
+            "probes would not measure their step times; run the time "
+            "budget with --executor local (or submitit-local) on the "
+            "machine type the runs use")
     preset = _preset(opts)
     methods = methods_for(opts.task, opts.methods)
     check_overrides(opts.cfg_options, [m.name for m in methods])
@@ -418,6 +431,8 @@ class _Dispatcher:
     progress: Progress
     say: Callable[[str], None]
     threads: Optional[int]
+    #: A submitit executor (None: local subprocesses).
+    executor: Any = None
     running: Dict[Future, Run] = field(default_factory=dict)
 
     def launch(self, pool: ThreadPoolExecutor, step: Step) -> None:
@@ -431,10 +446,15 @@ class _Dispatcher:
         self.progress.start(run, 'evaluating the given teacher'
                             if run.iters == 0 else 'training')
         self.scheduler.mark_started(run)
-        fut = pool.submit(
-            execute_run, run, self.state.root, opts.task,
-            checkpoint=opts.teacher_ckpt if run.iters == 0 else None,
-            echo=self.say, threads=self.threads)
+        ckpt = opts.teacher_ckpt if run.iters == 0 else None
+        if self.executor is None:
+            fut = pool.submit(execute_run, run, self.state.root, opts.task,
+                              checkpoint=ckpt, echo=self.say,
+                              threads=self.threads)
+        else:
+            fut = pool.submit(run_as_job, self.executor, self.say, run,
+                              self.state.root, opts.task, ckpt,
+                              self.threads)
         self.running[fut] = run
 
     def collect(self, fut: Future) -> None:
@@ -454,9 +474,10 @@ class _Dispatcher:
 
 def _execute(state: ExperimentState, scheduler: RunScheduler,
              progress: Progress, say: Callable[[str], None],
-             threads: Optional[int]) -> None:
-    """Run what the scheduler releases, ``jobs`` at a time."""
-    side = _Dispatcher(state, scheduler, progress, say, threads)
+             threads: Optional[int], executor: Any = None) -> None:
+    """Run what the scheduler releases, ``jobs`` at a time (as local
+    subprocesses, or as jobs of ``executor``)."""
+    side = _Dispatcher(state, scheduler, progress, say, threads, executor)
     with ThreadPoolExecutor(max_workers=scheduler.jobs) as pool:
         while scheduler.active:
             for step in scheduler.ready():
@@ -469,8 +490,11 @@ def _execute(state: ExperimentState, scheduler: RunScheduler,
                 side.collect(fut)
 
 
-def _threads_per_run(jobs: int) -> Optional[int]:
+def _threads_per_run(jobs: int, cluster: ClusterOptions
+                     ) -> Optional[int]:
     """``OMP_NUM_THREADS`` of each run (None: inherit)."""
+    if cluster.on_cluster:
+        return cluster.cpus
     if jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:
         return max(1, (os.cpu_count() or 1) // jobs)
     return None
@@ -504,13 +528,16 @@ def run_experiments(opts: ExperimentOptions,
         f'budget {state.budget.mode}' +
         (f', assistant {opts.assistant}' if opts.assistant else '') +
         f') in {state.root}' +
-        (f', {opts.jobs} at a time' if opts.jobs > 1 else ''))
-    threads = _threads_per_run(opts.jobs)
+        (f', {opts.jobs} at a time' if opts.jobs > 1 else '') +
+        (f', as {opts.cluster.executor} jobs' if opts.cluster.on_cluster
+         else ''))
+    threads = _threads_per_run(opts.jobs, opts.cluster)
     _budget(state, say, threads)
     progress = Progress(state.plan, say, jobs=opts.jobs)
     scheduler = RunScheduler(state.plan, jobs=opts.jobs)
     _restore(state, scheduler, progress)
-    _execute(state, scheduler, progress, say, threads)
+    _execute(state, scheduler, progress, say, threads,
+             make_executor(opts.cluster, state.root))
     doc = state.write_reports()
     echo(f'results: {osp.join(state.root, "results.md")}')
     if scheduler.failed:

@@ -577,6 +577,24 @@ def _fgd_from_gfl(terms: dict, info: ModelInfo) -> dict:
 # CWD on P2-P5, a mean, as it is.
 _register(MethodSpec('ema_cwd', 'det', _as_is, 'configs/self_kd/'
                      'faster_rcnn_r50_ema_teacher_coco_cwd.py'))
+
+
+# Detection frameworks (issue #15) on the Faster R-CNN family, from their
+# configs: CWD on P3-P6 from the teacher at 1.5x the student's input
+# (`cwd` is the same term at the student's input); mutual learning of the
+# family's teacher and student, both from scratch, CWD on P2-P5 both ways.
+# The family's student FPN is narrower than the teacher's, so each term
+# gets a 1x1 ConvConnector on its learner's side, as `cwd` does.
+def _learner_connectors(terms: dict, info: ModelInfo) -> dict:
+    return {name: dict(term, connector=dict(type='ConvConnector'))
+            for name, term in terms.items()}
+
+
+_register(MethodSpec('cwd_hires', 'det', _learner_connectors,
+                     'configs/teacher_input/'
+                     'retinanet_r101_1.5x_to_r50_fpn_2x_coco_cwd.py'))
+_register(MethodSpec('dml', 'det', _learner_connectors,
+                     'configs/online/faster_rcnn_r50_r18_mutual_coco_cwd.py'))
 _register(MethodSpec('roi_fgd_two', 'det', _roi_fgd_two, _MULTI_DET,
                      teacher_archs=('faster_rcnn', 'gfl')))
 _register(MethodSpec('fgd_from_gfl', 'det', _fgd_from_gfl, _MULTI_DET,
