@@ -38,12 +38,14 @@ Segmentation (Cityscapes layout: leftImg8bit/<split>, gtFine/<split>)::
         --seeds 0 1 --preset cpu-small --work-dir out/camvid
 """
 import argparse
+import json
 import os
 import os.path as osp
 import shlex
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from mmengine.config import DictAction
 
@@ -55,9 +57,12 @@ from visionkd.experiments import (
 )
 from visionkd.experiments.cluster import EXECUTORS, ClusterOptions
 from visionkd.experiments.dataset_configs import DataSpec
+from visionkd.experiments.evidence import recommend
 from visionkd.experiments.experiment import ExperimentFailed
 from visionkd.experiments.time_budget import BUDGETS
 
+#: The cross-dataset ranking ``--recommend`` reads (tools/demo/ranking.py).
+RANKING = osp.join(REPO, 'docs', 'results', 'ranking.json')
 #: Environment variables quoted with the command in results.md.
 _ENV_SHOWN = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')
 
@@ -71,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog=f'methods -- {methods}; presets: '
         f'{" ".join(sorted(PRESETS["det"]))}')
     parser.add_argument('--task', choices=sorted(PRESETS), required=True)
-    parser.add_argument('--data-root', required=True)
+    parser.add_argument('--data-root', help='the dataset (required unless '
+                        '--recommend)')
     parser.add_argument('--train-ann', default='annotations/train.json',
                         help='det: train COCO json, relative to the root')
     parser.add_argument('--val-ann', default='annotations/val.json',
@@ -101,7 +107,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--teacher-ckpt',
                         help='a trained teacher of the preset; skips '
                         'teacher training')
-    parser.add_argument('--work-dir', required=True)
+    parser.add_argument('--work-dir', help='output folder (required unless '
+                        '--recommend)')
+    parser.add_argument('--recommend', action='store_true',
+                        help="print the --task method to try first on new "
+                        'data from the cross-dataset evidence '
+                        '(docs/results/ranking.json) and how sure it is; '
+                        'trains nothing')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs trained at the same time; a distilled '
                         'student waits for its teacher; each run gets '
@@ -133,7 +145,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'METHOD:KEY=VALUE only into the runs distilled '
                         'with METHOD (e.g. af_dcd:model.distill_terms.'
                         'af_dcd.loss.loss_weight=0.2)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.recommend:
+        missing = [f'--{k.replace("_", "-")}' for k in ('data_root',
+                                                         'work_dir')
+                   if getattr(args, k) is None]
+        if missing:
+            parser.error(f'the following arguments are required: '
+                         f'{", ".join(missing)}')
+    return args
 
 
 def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +187,31 @@ def _cluster(args: argparse.Namespace) -> ClusterOptions:
         extra=dict(args.slurm_option or {}))
 
 
+def print_recommendation(task: str, path: str = RANKING) -> dict:
+    """Print (and return) :func:`~visionkd.experiments.evidence.recommend`
+    for ``task`` from the published ranking."""
+    with open(path) as f:
+        ranking = json.load(f)
+    rec = recommend(ranking, task)
+    where = osp.relpath(path, REPO)
+    if rec['method'] is None:
+        print(f'{task}: no recommendation ({where}): {rec["reason"]}')
+        return rec
+    print(f'{task}: try {rec["method"]} first (confidence: '
+          f'{rec["confidence"]}; {where})')
+    print(f'  {rec["reason"]}')
+    if rec['runner_up']:
+        print(f'  next: {rec["runner_up"]}; compare both on your data: '
+              f'tools/run_experiments.py --task {task} --methods '
+              f'{rec["method"]} {rec["runner_up"]} --seeds 0 1 2 ...')
+    return rec
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.recommend:
+        print_recommendation(args.task)
+        return 0
     seg = args.task == 'seg'
     data = DataSpec(
         root=args.data_root,

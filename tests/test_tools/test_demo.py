@@ -43,7 +43,11 @@ def test_ranking_averages_the_gap_closed_over_datasets(tmp_path):
     assert rows[1]['gap_closed'] == 0.3 and rows[1]['gain'] == 2.75
     assert rows[1]['datasets']['a'] == dict(
         metric=45.5, gain=4.5, gap_closed=0.5,
-        beats_every_baseline_seed=True, seeds=2)
+        beats_every_baseline_seed=True, seeds=2, paired_gains=[5.0, 4.0],
+        # 4.5 +- t(0.95, 1) x sd 0.7071 / sqrt(2) = 4.5 +- 6.3138 x 0.5
+        interval=[1.34, 7.66], interval_above_zero=True)
+    assert rows[1]['datasets_above_zero'] == 2  # b: +1 twice, sd 0
+    assert rows[1]['datasets']['b']['interval'] == [1.0, 1.0]
     # another family is listed against its own baseline, not ranked
     assert det['other_families']['ld']['a']['gain'] == 4.5
     assert det['datasets']['b']['baseline'] == 20.0
@@ -54,7 +58,8 @@ def test_published_ranking_is_up_to_date_and_puts_roi_kd_first():
         published = json.load(f)
     det = published['tasks']['det']
     sources = {name: osp.join(REPO, d['source'])
-               for name, d in det['datasets'].items()}
+               for task in published['tasks'].values()
+               for name, d in task['datasets'].items()}
     assert published == ranking.build_ranking(sources), (
         f'docs/results/ranking.json is stale: run {published["command"]}')
     assert det['ranking'][0]['method'] == 'roi_kd'

@@ -11,6 +11,12 @@ Per task, a method's score is the share of the teacher-baseline gap it
 closes (gain / (teacher - baseline mean), seed means), averaged over the
 datasets it ran on: unlike the gain in metric points it is comparable
 across datasets with different metrics and gaps. Ties go to the mean gain.
+Each dataset entry also has the seed-paired gains (method minus the
+baseline of the same seed), their 90 % Student-t interval (None for one
+seed) and whether it is above zero; each ranked row counts the datasets
+where it is (``datasets_above_zero``), which
+``tools/run_experiments.py --recommend`` reads
+(``visionkd/experiments/evidence.py``).
 Only the methods of each experiment's main model family are ranked (their
 gains read against the same teacher and baseline); a method of another
 family (``arch`` in ``results.json``, e.g. LD on GFL) is listed under
@@ -23,6 +29,13 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from visionkd.experiments.evidence import (  # noqa: E402
+    gain_interval,
+    paired_gains,
+)
+
 DEFAULT_OUT = osp.join(REPO, 'docs', 'results', 'ranking.json')
 
 
@@ -44,8 +57,10 @@ def method_scores(doc: dict, entry: dict) -> Optional[dict]:
 
     Returns:
         ``{'metric', 'gain', 'gap_closed', 'beats_every_baseline_seed',
-        'seeds'}`` (``gap_closed`` a fraction, None when the teacher is not
-        above the baseline), or None if the method or its baseline has no
+        'seeds', 'paired_gains', 'interval', 'interval_above_zero'}``
+        (``gap_closed`` a fraction, None when the teacher is not above the
+        baseline; ``interval`` the 90 % interval of the mean paired gain,
+        None for one seed), or None if the method or its baseline has no
         finished seed.
     """
     teacher = entry.get('teacher', doc['teacher'])['metric']
@@ -59,10 +74,16 @@ def method_scores(doc: dict, entry: dict) -> Optional[dict]:
         closed = gain / (teacher - base_mean)
     got = [v for v in entry['metric'] if v is not None]
     ref = [v for v in base if v is not None]
+    pairs = paired_gains(entry['metric'], base)
+    interval = gain_interval(pairs)
     return dict(metric=round(mean, 2), gain=round(gain, 2),
                 gap_closed=None if closed is None else round(closed, 3),
                 beats_every_baseline_seed=min(got) > max(ref),
-                seeds=len(got))
+                seeds=len(got), paired_gains=[round(g, 2) for g in pairs],
+                interval=None if interval is None else
+                [round(v, 2) for v in interval],
+                interval_above_zero=interval is not None and
+                interval[0] > 0)
 
 
 def _dataset_info(path: str, doc: dict) -> dict:
@@ -87,6 +108,8 @@ def _ranked(per_method: Dict[str, Dict[str, dict]]) -> List[dict]:
             else None,
             gain=round(sum(s['gain'] for s in by_dataset.values()) /
                        len(by_dataset), 2),
+            datasets_above_zero=sum(s['interval_above_zero']
+                                    for s in by_dataset.values()),
             datasets=by_dataset))
     rows.sort(key=lambda r: (r['gap_closed'] is None,
                              -(r['gap_closed'] or 0.0), -r['gain']))

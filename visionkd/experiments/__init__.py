@@ -18,6 +18,9 @@ does the work. The pieces, one per module:
 * :mod:`.progress` -- run counter and ETA;
 * :mod:`.time_budget` -- ``--budget time``: probe seconds per
   iteration and give each distilled student the baseline's time;
+* :mod:`.cluster` -- ``--executor slurm``: each run as a submitit job;
+* :mod:`.evidence` -- seed-paired gains, their intervals and
+  ``--recommend``;
 * :mod:`.experiment` -- the orchestration.
 """
 from .experiment import ExperimentOptions, run_experiments
