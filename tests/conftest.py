@@ -88,6 +88,49 @@ def tiny_retinanet(fpn_channels: int = 32, num_classes: int = 3) -> dict:
             num_classes=num_classes))
 
 
+DINO = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
+DEFORMABLE_DETR = ('mmdet::deformable_detr/'
+                   'deformable-detr_r50_16xb2-50e_coco.py')
+
+
+def _tiny_detr(config: str, dims: int, decoder_layers: int, queries: int,
+               num_classes: int) -> dict:
+    """A DETR-family spec: ResNet-18 at 1/8 width, ``dims``-wide
+    one-layer encoder, ``decoder_layers`` decoder layers, no pretraining."""
+    attn = dict(embed_dims=dims, num_heads=4)
+    ffn = dict(embed_dims=dims, feedforward_channels=2 * dims)
+    return dict(
+        config=config, num_queries=queries,
+        backbone=dict(depth=18, base_channels=8, init_cfg=None),
+        neck=dict(in_channels=[16, 32, 64], out_channels=dims,
+                  norm_cfg=dict(type='GN', num_groups=8)),
+        encoder=dict(num_layers=1, layer_cfg=dict(
+            self_attn_cfg=dict(attn, num_points=2), ffn_cfg=ffn)),
+        decoder=dict(num_layers=decoder_layers, layer_cfg=dict(
+            self_attn_cfg=attn, cross_attn_cfg=dict(attn, num_points=2),
+            ffn_cfg=ffn)),
+        positional_encoding=dict(num_feats=dims // 2),
+        bbox_head=dict(num_classes=num_classes, embed_dims=dims))
+
+
+def tiny_dino(dims: int = 256, decoder_layers: int = 2, queries: int = 20,
+              num_classes: int = 3) -> dict:
+    """DINO-4scale spec (two-stage, box refinement, denoising with 10
+    queries) at test size; 256 wide (mmdet's DINO decoder embeds its
+    reference boxes with 128 sine features per coordinate, fixed)."""
+    spec = _tiny_detr(DINO, dims, decoder_layers, queries, num_classes)
+    spec['dn_cfg'] = dict(group_cfg=dict(num_dn_queries=10))
+    return spec
+
+
+def tiny_deformable_detr(dims: int = 32, decoder_layers: int = 2,
+                         queries: int = 20, num_classes: int = 3) -> dict:
+    """Deformable DETR spec (single stage: learned queries and 2-d
+    reference points) at test size."""
+    return _tiny_detr(DEFORMABLE_DETR, dims, decoder_layers, queries,
+                      num_classes)
+
+
 def tiny_pspnet(channels: int = 32, num_classes: int = 19) -> dict:
     """PSPNet R18-D8 spec with BN (not SyncBN) and no pretraining."""
     bn = dict(type='BN', requires_grad=True)

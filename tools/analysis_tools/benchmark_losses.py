@@ -65,6 +65,10 @@ BINS = 17
 #: foreground fraction (its ``pos_fraction``).
 ROIS_PER_IMAGE = 512
 ROI_POS_FRACTION = 0.25
+#: KD-DETR: student decoder layers and distillation queries per image
+#: (DINO's 900 own queries + 300 random points).
+DETR_LAYERS = 6
+DETR_QUERIES = 1200
 #: (batch, GT boxes per image); the first is the base of the ratios.
 SETTINGS = ((2, 2), (8, 2), (2, 50))
 
@@ -85,6 +89,11 @@ FAMILIES = {
             'CrossKD), weight 1 per row; one call per level',
     'seg_logits': f'decode-head logits (N, {SEG_CLASSES}, H / 8, W / 8); '
                   'one call',
+    'detr': f'KD-DETR: the student\'s {DETR_LAYERS} decoder layers at '
+            f'{DETR_QUERIES} shared queries per image: class logits '
+            f'({DETR_LAYERS}, N, {DETR_QUERIES}, {DET_CLASSES}) or boxes '
+            f'(..., 4) in [0, 1] vs the teacher\'s; weight: the teacher\'s '
+            'confidence; one call',
     'roi': f'R = N * {ROIS_PER_IMAGE} sampled RoIs: class logits '
            f'(R, {DET_CLASSES + 1}), class-specific box deltas '
            f'(R, {4 * DET_CLASSES}), {ROI_POS_FRACTION:.0%} foreground '
@@ -148,6 +157,8 @@ RECIPES = {
     'BCKDRegLoss': Recipe('head', dict(loss_weight=4.0),
                           head=(1, 4 * BINS, None)),
     'RoIKDLoss': Recipe('roi', dict(tau=2.0, loss_weight_bbox=1.0)),
+    'KDDETRClsLoss': Recipe('detr', dict(T=10.0)),
+    'KDDETRBoxLoss': Recipe('detr', head=(1, 4, None)),
 }
 
 #: Benchmarks of a registered loss with other arguments: ``name[label]``
@@ -274,6 +285,20 @@ def _head_calls(batch: int, sizes: List[int], recipe: Recipe,
     return calls
 
 
+def _detr_calls(batch: int, recipe: Recipe,
+                gen: torch.Generator) -> List[Call]:
+    """One call on every student decoder layer's shared queries."""
+    cols = recipe.head[1]
+    shape = (DETR_LAYERS, batch, DETR_QUERIES, cols)
+    if cols == 4:  # boxes: normalised cx, cy, w, h
+        s = torch.rand(*shape, generator=gen).requires_grad_()
+        t = torch.rand(*shape, generator=gen)
+    else:
+        s, t = _pair(shape, gen)
+    weight = torch.rand(*shape[:-1], generator=gen)
+    return [((s, t), dict(weight=weight))]
+
+
 def _roi_calls(batch: int, gen: torch.Generator) -> List[Call]:
     """One call on all sampled RoIs of the batch."""
     rois = batch * ROIS_PER_IMAGE
@@ -310,6 +335,8 @@ def make_calls(name: str, batch: int, boxes: int, channels: int,
         return _head_calls(batch, sizes, recipe, gen)
     if recipe.family == 'roi':
         return _roi_calls(batch, gen)
+    if recipe.family == 'detr':
+        return _detr_calls(batch, recipe, gen)
     size = 4 * p2_size
     if recipe.family != 'feature':  # seg: one map at stride 8
         sizes = [max(1, size // 8)]

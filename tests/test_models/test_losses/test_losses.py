@@ -48,6 +48,10 @@ LOSS_CASES = {
     # BCKD: (N, C) class logits; (N, 4 * (reg_max + 1)) box bin logits
     'BCKDClsLoss': (dict(beta=1.0), (8, 4), None),
     'BCKDRegLoss': (dict(), (8, 16), None),
+    # KD-DETR: (N, Q, C) class logits; (N, Q, 4) boxes ('box': the random
+    # inputs through a sigmoid, as DETR heads predict normalised boxes)
+    'KDDETRClsLoss': (dict(T=2.0), (2, 6, 5), None),
+    'KDDETRBoxLoss': (dict(), (2, 6, 4), 'box'),
 }
 # A random spatial mask and a generator sit between student and teacher.
 NONZERO_FOR_IDENTICAL = {'MGDLoss', 'AfDCDLoss'}
@@ -81,6 +85,8 @@ def build(name, **kwargs):
 
 
 def call(name, loss, s, t):
+    if LOSS_CASES[name][2] == 'box':
+        return loss(s.sigmoid(), t.sigmoid())
     if LOSS_CASES[name][2] is not None:
         return loss(s, t, samples_for(name, s.shape))
     return loss(s, t)

@@ -1,6 +1,7 @@
 """Distiller core shared by detection and segmentation."""
 import contextlib
 import copy
+import math
 from typing import Any, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -34,6 +35,22 @@ __all__ = ['BaseDistiller']
 
 ForwardResults = Union[Dict[str, torch.Tensor], list, tuple, torch.Tensor]
 
+
+
+def _two_stage_detr_side(model: nn.Module) -> int:
+    """Smallest square input side (a multiple of 32) whose encoder tokens
+    (strides 8, 16, ... over ``num_feature_levels`` levels) hold the
+    ``num_queries`` top-k proposals of a two-stage DETR (DINO); 0 for any
+    other model."""
+    queries = getattr(model, 'num_queries', None)
+    if not getattr(model, 'as_two_stage', False) or not queries:
+        return 0
+    levels = int(getattr(model, 'num_feature_levels', 4))
+    side = 32
+    while sum(math.ceil(side / (8 * 2**k))**2 for k in range(levels)) < \
+            queries:
+        side += 32
+    return side
 
 class BaseDistiller(BaseModel):
     """Wrap an mmdet/mmseg teacher and student and add distillation terms.
@@ -106,7 +123,9 @@ class BaseDistiller(BaseModel):
             read the recorded layers' shapes, validate the terms and pair
             ``'auto'`` layers. Defaults to (128, 128): enough for a stride
             128 level to have one pixel; pairing depends on strides and
-            channels only, not on the size.
+            channels only, not on the size. Raised for a two-stage DETR
+            (DINO) to the side whose encoder has ``num_queries`` tokens
+            (its top-k proposals need them: 224 for DINO's 900).
         init_student: FGD's "inheriting strategy" (Yang et al., CVPR 2022,
             official ``init_student=True``): after the teacher checkpoint is
             loaded, every student parameter and buffer outside
@@ -344,6 +363,15 @@ class BaseDistiller(BaseModel):
                 f'must see the student\'s batch, but its input scale is '
                 f'{sorted(scales)}; drop input=dict(scale_factor=...) for '
                 f'this teacher or distil its features (mode=\'feature\')')
+        kinds = self._teacher_kinds()
+        online = [n for n in (source.learner, *source.targets)
+                  if kinds.get(n) == 'online']
+        if online and not cls.supports_trainable_teacher:
+            raise ValueError(
+                f'distill term {name!r}: mode {mode!r} needs a frozen '
+                f'teacher (in eval mode), but {online[0]!r} trains with the '
+                f'student (teacher_trainable / trainable=True); distil that '
+                f"teacher's features with mode='feature' instead")
         if source.fuse == 'max_confidence' and source.fused:
             from visionkd.models.connectors import class_logits_of
             for n in source.targets:
@@ -456,7 +484,9 @@ class BaseDistiller(BaseModel):
         Returns:
             Whether the models get data samples.
         """
-        h, w = self.dry_run_input_size
+        side = max([_two_stage_detr_side(m) for m in (
+            self.student, *(t.model for t in self._teachers.values()))])
+        h, w = (max(d, side) for d in self.dry_run_input_size)
         inputs = torch.zeros(1, 3, h, w)
         samples = self._dummy_data_samples(h, w)
         self.records.clear()

@@ -12,6 +12,7 @@ from .feature_mse_loss import FeatureMSELoss
 from .fgd_loss import FGDLoss
 from .fgfi_loss import FGFILoss
 from .ifvd_loss import IFVDLoss
+from .kd_detr_loss import KDDETRBoxLoss, KDDETRClsLoss
 from .kd_kl_div_loss import KDKLDivLoss
 from .kd_quality_focal_loss import KDQualityFocalLoss
 from .kl_divergence import KLDivergence
@@ -26,5 +27,6 @@ __all__ = [
     'CIRKDMiniBatchLoss', 'ChannelWiseDivergence', 'DeFeatLoss', 'DISTLoss',
     'FeatureMSELoss', 'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KDKLDivLoss',
     'KDQualityFocalLoss', 'KLDivergence', 'MGDLoss', 'PairWiseAffinityLoss',
-    'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss', 'BPKDLoss'
+    'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss', 'BPKDLoss', 'KDDETRClsLoss',
+    'KDDETRBoxLoss'
 ]

@@ -138,6 +138,10 @@ class BaseDistillTerm(nn.Module):
     #: (``teacher_input=dict(scale_factor=...)``); head-level modes that
     #: feed student RoIs or features to the teacher's head do not.
     supports_teacher_scale: bool = False
+    #: Whether the mode works with a teacher that trains (online, or the
+    #: learner of a ``direction='student_to_teacher'`` term): modes that
+    #: need the teacher in eval mode (DETR's denoising queries) do not.
+    supports_trainable_teacher: bool = True
     #: Whether several teachers' records can be fused for this mode
     #: (``from_teacher=('a', 'b')``): tensors of equal shapes.
     supports_fusion: bool = False
