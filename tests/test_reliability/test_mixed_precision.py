@@ -64,6 +64,12 @@ def test_every_registered_loss_is_covered():
     # CrossKD's losses run through mode='cross_head' on GFL heads: covered
     # by test_cross_head_term.py::test_cross_head_losses_fp32_under_bf16
     used.update(('KDQualityFocalLoss', 'KDKLDivLoss'))
+    # KD-DETR's losses run through mode='detr_query' (DETR decoders):
+    # covered by test_kd_detr_loss.py::test_fp32_under_bf16_through_the_term
+    used.update(('KDDETRClsLoss', 'KDDETRBoxLoss'))
+    # DETRDistill's losses run through mode='detr_distill': covered by
+    # test_detr_distill_loss.py::test_fp32_under_bf16_through_the_term
+    used.update(('DETRDistillMatchLoss', 'DETRDistillFeatureLoss'))
     assert registered <= used, registered - used
 
 

@@ -1,4 +1,5 @@
-"""Two training iterations of every configs/kd_detr config on real BCCD.
+"""Two training iterations of every configs/kd_detr and configs/detr_distill
+config on real BCCD.
 
 The configs' own models at full size (DINO R50 -> R18, Deformable DETR
 R101 -> R50, DINO -> Faster R-CNN) from random weights (no checkpoint, no
@@ -20,7 +21,9 @@ from tests.conftest import BCCD_MINI, REPO
 from tests.test_tools.test_det_families_train import _LossRecorder
 from visionkd.utils import without_teacher_weights
 
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'kd_detr', '*.py')))
+CONFIGS = sorted(
+    glob.glob(osp.join(REPO, 'configs', 'kd_detr', '*.py')) +
+    glob.glob(osp.join(REPO, 'configs', 'detr_distill', '*.py')))
 PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),

@@ -69,6 +69,10 @@ ROI_POS_FRACTION = 0.25
 #: (DINO's 900 own queries + 300 random points).
 DETR_LAYERS = 6
 DETR_QUERIES = 1200
+#: DETRDistill: queries of one decoder layer (Deformable DETR's 300), its
+#: best (query, class) pairs of the feature loss.
+DETRDISTILL_QUERIES = 300
+DETRDISTILL_TOPK = 100
 #: (batch, GT boxes per image); the first is the base of the ratios.
 SETTINGS = ((2, 2), (8, 2), (2, 50))
 
@@ -94,6 +98,13 @@ FAMILIES = {
             f'({DETR_LAYERS}, N, {DETR_QUERIES}, {DET_CLASSES}) or boxes '
             f'(..., 4) in [0, 1] vs the teacher\'s; weight: the teacher\'s '
             'confidence; one call',
+    'detr_distill': f'DETRDistill, one decoder layer: {DETRDISTILL_QUERIES} '
+                    f'student and teacher queries per image, class logits '
+                    f'(N, {DETRDISTILL_QUERIES}, {DET_CLASSES}) and boxes '
+                    f'(Hungarian matching on the CPU); the feature loss: '
+                    f'the FPN levels of the feature family, the teacher '
+                    f'layer\'s hidden states (N, {DETRDISTILL_QUERIES}, C), '
+                    f'its top {DETRDISTILL_TOPK} pairs and det GT; one call',
     'roi': f'R = N * {ROIS_PER_IMAGE} sampled RoIs: class logits '
            f'(R, {DET_CLASSES + 1}), class-specific box deltas '
            f'(R, {4 * DET_CLASSES}), {ROI_POS_FRACTION:.0%} foreground '
@@ -159,6 +170,9 @@ RECIPES = {
     'RoIKDLoss': Recipe('roi', dict(tau=2.0, loss_weight_bbox=1.0)),
     'KDDETRClsLoss': Recipe('detr', dict(T=10.0)),
     'KDDETRBoxLoss': Recipe('detr', head=(1, 4, None)),
+    'DETRDistillMatchLoss': Recipe('detr_distill'),
+    'DETRDistillFeatureLoss': Recipe('detr_distill', dict(
+        topk=DETRDISTILL_TOPK), 'det'),
 }
 
 #: Benchmarks of a registered loss with other arguments: ``name[label]``
@@ -299,6 +313,25 @@ def _detr_calls(batch: int, recipe: Recipe,
     return [((s, t), dict(weight=weight))]
 
 
+def _detr_distill_calls(name: str, batch: int, boxes: int, channels: int,
+                        sizes: List[int], gen: torch.Generator
+                        ) -> List[Call]:
+    """One call on one decoder layer (and, for the feature loss, all
+    levels)."""
+    q = DETRDISTILL_QUERIES
+    cls_s, cls_t = _pair((batch, q, DET_CLASSES), gen)
+    box_t = torch.rand(batch, q, 4, generator=gen) * 0.5 + 0.25
+    if name == 'DETRDistillMatchLoss':
+        box_s = (torch.rand(batch, q, 4, generator=gen) * 0.5 +
+                 0.25).requires_grad_()
+        return [((cls_s, box_s, cls_t, box_t), {})]
+    feats = [_pair((batch, channels, s, s), gen) for s in sizes]
+    hidden = torch.randn(batch, q, channels, generator=gen)
+    size = 4 * sizes[0]
+    return [(([f for f, _ in feats], [t for _, t in feats], hidden, cls_t,
+              box_t, det_samples(batch, boxes, size, gen)), {})]
+
+
 def _roi_calls(batch: int, gen: torch.Generator) -> List[Call]:
     """One call on all sampled RoIs of the batch."""
     rois = batch * ROIS_PER_IMAGE
@@ -337,6 +370,9 @@ def make_calls(name: str, batch: int, boxes: int, channels: int,
         return _roi_calls(batch, gen)
     if recipe.family == 'detr':
         return _detr_calls(batch, recipe, gen)
+    if recipe.family == 'detr_distill':
+        return _detr_distill_calls(base_name(name), batch, boxes, channels,
+                                   sizes, gen)
     size = 4 * p2_size
     if recipe.family != 'feature':  # seg: one map at stride 8
         sizes = [max(1, size // 8)]
@@ -364,8 +400,8 @@ def _step(losses: List[nn.Module], calls: List[Call],
           one_call: bool = False) -> Callable[[], Any]:
     """Forward of every call, summed (grads cleared first); with
     ``one_call`` the per-level calls are one ``forward_levels`` call."""
-    leaves = [a for args, kw in calls for a in (*args, *kw.values())
-              if isinstance(a, torch.Tensor) and a.requires_grad]
+    leaves = [a for args, kw in calls for a in _tensors(args, kw)
+              if a.requires_grad]
 
     def fn() -> torch.Tensor:
         """Sum of the losses of all calls."""
@@ -377,9 +413,24 @@ def _step(losses: List[nn.Module], calls: List[Call],
             return losses[0].forward_levels(
                 [args[0] for args, _ in calls],
                 [args[1] for args, _ in calls]).sum()
-        return sum(loss(*args, **kw)
+        return sum(_total(loss(*args, **kw))
                    for loss, (args, kw) in zip(losses, calls))
     return fn
+
+
+def _tensors(args: tuple, kwargs: dict) -> List[torch.Tensor]:
+    """The tensors among the arguments (also inside lists of levels)."""
+    out = []
+    for a in (*args, *kwargs.values()):
+        for x in (a if isinstance(a, (list, tuple)) else [a]):
+            if isinstance(x, torch.Tensor):
+                out.append(x)
+    return out
+
+
+def _total(value: Any) -> torch.Tensor:
+    """A loss's value, its parts summed (DETRDistill's three)."""
+    return sum(value) if isinstance(value, tuple) else value
 
 
 def benchmark_loss(name: str, batch: int, boxes: int, channels: int = 32,

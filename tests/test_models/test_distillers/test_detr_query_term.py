@@ -17,9 +17,13 @@ FAMILIES = {'dino': tiny_dino, 'deformable_detr': tiny_deformable_detr}
 def _distiller(family, terms=QUERY, teacher_layers=3, **kwargs):
     spec = FAMILIES[family]
     torch.manual_seed(0)
-    return build_distiller('det', terms, student=spec(),
-                           teacher=spec(decoder_layers=teacher_layers),
-                           **kwargs)
+    model = build_distiller('det', terms, student=spec(),
+                            teacher=spec(decoder_layers=teacher_layers),
+                            **kwargs)
+    # as the runner does: DETRs hold uninitialised parameters (level_embed)
+    # until init_weights; the frozen teacher was initialised at build
+    model.init_weights()
+    return model
 
 
 def _teacher_call(model, det_batch):

@@ -101,3 +101,35 @@ def test_not_strict_loads_matching_tensors_and_warns(tmp_path):
 def test_teacher_ckpt_strict_must_be_a_bool():
     with pytest.raises(TypeError, match='teacher_ckpt_strict'):
         build_distiller('det', PKD_FPN, teacher_ckpt_strict='yes')
+
+
+class _Lazy(torch.nn.Module):
+    """A model like Deformable DETR: a parameter only init_weights fills,
+    and a pretrained init_cfg on a child that must not be read."""
+
+    def __init__(self):
+        super().__init__()
+        from mmengine.model import BaseModule
+        self.child = BaseModule(init_cfg=dict(
+            type='Pretrained', checkpoint='/nonexistent/teacher.pth'))
+        self.child.fc = torch.nn.Linear(2, 2)
+        self.level_embed = torch.nn.Parameter(torch.empty(3, 2))
+
+    def init_weights(self):
+        self.child.init_weights()
+        torch.nn.init.constant_(self.level_embed, 0.5)
+
+
+def test_init_from_scratch_fills_weights_and_reads_nothing():
+    from visionkd.models.distillers.distill_teacher import init_from_scratch
+    model = _Lazy()
+    init_from_scratch(model)  # the Pretrained path would fail if read
+    assert (model.level_embed == 0.5).all()
+    assert model.child.init_cfg['type'] == 'Pretrained'  # restored
+
+
+def test_a_teacher_without_checkpoint_is_initialised_at_build():
+    """A frozen teacher is no child the runner initialises: without a
+    checkpoint the distiller runs its init_weights (pretrained off)."""
+    model = build_distiller('det', PKD_FPN)
+    assert model.teacher._is_init and not model.student._is_init

@@ -72,3 +72,22 @@ def test_dtype_is_kept():
     t = torch.rand(2, 5, 4, dtype=torch.float64) * 0.5 + 0.25
     assert KDDETRBoxLoss()(s, t).dtype == torch.float64
     assert KDDETRClsLoss()(s, t).dtype == torch.float64
+
+
+@pytest.mark.parametrize('loss', [KDDETRClsLoss(), KDDETRBoxLoss()])
+def test_fp32_under_bf16_through_the_term(loss):
+    """mode='detr_query' calls both losses through ``run_loss``: bf16
+    decoder outputs under autocast give a float32 value, close to the
+    float32 loss on the same (rounded) inputs, with finite gradients."""
+    from visionkd.models.distillers.terms.base_term import BaseDistillTerm
+    torch.manual_seed(0)
+    s = torch.rand(2, 6, 4).bfloat16().requires_grad_()
+    t = torch.rand(2, 6, 4).bfloat16()
+    w = torch.rand(2, 6).bfloat16()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = BaseDistillTerm.run_loss(loss, s, t, weight=w)
+    want = loss(s.detach().float(), t.float(), weight=w.float())
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert s.grad.dtype == torch.bfloat16 and torch.isfinite(s.grad).all()

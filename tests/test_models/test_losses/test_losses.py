@@ -52,9 +52,15 @@ LOSS_CASES = {
     # inputs through a sigmoid, as DETR heads predict normalised boxes)
     'KDDETRClsLoss': (dict(T=2.0), (2, 6, 5), None),
     'KDDETRBoxLoss': (dict(), (2, 6, 4), 'box'),
+    # DETRDistill: (N, Q, 3 + 4) class logits and box logits (boxes through
+    # a sigmoid); neck features with the teacher's decoder queries
+    'DETRDistillMatchLoss': (dict(), (2, 6, 7), 'detr_match'),
+    'DETRDistillFeatureLoss': (dict(topk=4), SHAPE, 'detr_feat'),
 }
-# A random spatial mask and a generator sit between student and teacher.
-NONZERO_FOR_IDENTICAL = {'MGDLoss', 'AfDCDLoss'}
+# A random spatial mask and a generator sit between student and teacher;
+# DETRDistill's BCE towards the teacher's probabilities is their entropy
+# at best (test_detr_distill_loss.py checks that value).
+NONZERO_FOR_IDENTICAL = {'MGDLoss', 'AfDCDLoss', 'DETRDistillMatchLoss'}
 
 
 def samples_for(name, shape):
@@ -84,7 +90,21 @@ def build(name, **kwargs):
     return MODELS.build(dict(type=name, **cfg))
 
 
+def _detr_feat_call(loss, s, t):
+    gen = torch.Generator().manual_seed(6)
+    n, c = s.shape[:2]
+    hidden = torch.randn(n, 5, c, generator=gen)
+    cls = torch.randn(n, 5, 3, generator=gen)
+    box = torch.rand(n, 5, 4, generator=gen) * 0.4 + 0.3
+    return loss([s], [t], hidden, cls, box)
+
+
 def call(name, loss, s, t):
+    if LOSS_CASES[name][2] == 'detr_match':
+        return sum(loss(s[..., :3], s[..., 3:].sigmoid(), t[..., :3],
+                        t[..., 3:].sigmoid()))
+    if LOSS_CASES[name][2] == 'detr_feat':
+        return _detr_feat_call(loss, s, t)
     if LOSS_CASES[name][2] == 'box':
         return loss(s.sigmoid(), t.sigmoid())
     if LOSS_CASES[name][2] is not None:

@@ -1,4 +1,5 @@
 """One teacher of a distiller at run time: model, input, loading."""
+import logging
 from typing import Optional, Tuple
 
 import torch
@@ -9,7 +10,7 @@ from .teacher_input import input_divisor, scale_data_samples, scale_inputs
 from .teacher_loading import load_teacher_weights
 from .teacher_specs import TeacherSpec
 
-__all__ = ['DistillTeacher', 'converts_bgr_to_rgb']
+__all__ = ['DistillTeacher', 'converts_bgr_to_rgb', 'init_from_scratch']
 
 
 def converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
@@ -20,6 +21,46 @@ def converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
         if getattr(data_preprocessor, attr, False):
             return True
     return False
+
+
+def _without_pretrained(init_cfg):
+    """``init_cfg`` less its ``Pretrained`` entries (None if none left)."""
+    def pretrained(c) -> bool:
+        return isinstance(c, dict) and c.get('type') == 'Pretrained'
+
+    if isinstance(init_cfg, (list, tuple)):
+        return [c for c in init_cfg if not pretrained(c)] or None
+    return None if pretrained(init_cfg) else init_cfg
+
+
+def init_from_scratch(model: nn.Module) -> None:
+    """Run ``model.init_weights()`` with every pretrained ``init_cfg``
+    skipped, so nothing is read or downloaded.
+
+    A teacher without checkpoint (tests, benchmarks, dry runs) must still
+    hold initialised weights: DETR-family models create some parameters
+    (Deformable DETR's ``level_embed``) as uninitialised memory that only
+    their ``init_weights`` fills, and a frozen teacher is not a child the
+    runner initialises.
+    """
+    if not hasattr(model, 'init_weights'):
+        return
+    saved = []
+    for module in model.modules():
+        init_cfg = getattr(module, 'init_cfg', None)
+        if init_cfg is not None:
+            saved.append((module, init_cfg))
+            module.init_cfg = _without_pretrained(init_cfg)
+    # mmengine logs every parameter's init at INFO without a log file
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+        for module, init_cfg in saved:
+            module.init_cfg = init_cfg
 
 
 def _stats(dp: nn.Module) -> Tuple[Optional[torch.Tensor], ...]:
@@ -111,7 +152,12 @@ class DistillTeacher:
     def load(self) -> None:
         """Load the checkpoint, once (frozen and online teachers)."""
         spec = self.spec
-        if spec.ckpt is None or self.loaded:
+        if self.loaded:
+            return
+        if spec.ckpt is None:
+            if self.kind == 'frozen':  # runs with its own initialisation
+                init_from_scratch(self.model)
+                self.loaded = True
             return
         load_teacher_weights(self.model, spec.ckpt, strict=spec.ckpt_strict,
                              role=spec.role, key=spec.ckpt_key)

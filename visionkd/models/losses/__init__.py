@@ -7,6 +7,7 @@ from .cirkd_memory_loss import CIRKDMemoryLoss
 from .cirkd_minibatch_loss import CIRKDMiniBatchLoss
 from .cwd_loss import ChannelWiseDivergence
 from .defeat_loss import DeFeatLoss
+from .detr_distill_loss import DETRDistillFeatureLoss, DETRDistillMatchLoss
 from .dist_loss import DISTLoss
 from .feature_mse_loss import FeatureMSELoss
 from .fgd_loss import FGDLoss
@@ -28,5 +29,5 @@ __all__ = [
     'FeatureMSELoss', 'FGDLoss', 'FGFILoss', 'IFVDLoss', 'KDKLDivLoss',
     'KDQualityFocalLoss', 'KLDivergence', 'MGDLoss', 'PairWiseAffinityLoss',
     'PixelWiseKDLoss', 'PKDLoss', 'RoIKDLoss', 'BPKDLoss', 'KDDETRClsLoss',
-    'KDDETRBoxLoss'
+    'KDDETRBoxLoss', 'DETRDistillMatchLoss', 'DETRDistillFeatureLoss'
 ]

@@ -49,7 +49,9 @@ class ModelRecorders:
         if key in self._recorders:
             return
         path, record = key
-        module = self._find_module(path, term)
+        # '' is the model itself, for a method of it (e.g. a DETR's
+        # forward_transformer); its forward output is the task's result
+        module = self._find_module(path, term, record.startswith('call:'))
         if record.startswith('call:'):
             rec = MethodRecorder(module, path, record[len('call:'):],
                                  on_record=self._on_record)
@@ -58,9 +60,10 @@ class ModelRecorders:
                                  on_record=self._on_record)
         self._recorders[key] = rec
 
-    def _find_module(self, path: str, term: str) -> nn.Module:
+    def _find_module(self, path: str, term: str,
+                     root_ok: bool = False) -> nn.Module:
         modules = dict(self.model.named_modules())
-        if path in modules and path != '':
+        if path in modules and (path != '' or root_ok):
             return modules[path]
         names = [n for n in modules if n]
         close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
