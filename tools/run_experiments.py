@@ -59,6 +59,7 @@ from visionkd.experiments.cluster import EXECUTORS, ClusterOptions
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.evidence import recommend
 from visionkd.experiments.experiment import ExperimentFailed
+from visionkd.experiments.run_configs import WEIGHT_RULES
 from visionkd.experiments.time_budget import BUDGETS
 
 #: The cross-dataset ranking ``--recommend`` reads (tools/demo/ranking.py).
@@ -139,6 +140,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='--assistant: train one assistant with this '
                         'method for every method (default: one assistant '
                         'per method, distilled with that method)')
+    parser.add_argument('--weights', choices=WEIGHT_RULES, default='preset',
+                        help="the distilled runs' term weights: preset, the "
+                        "methods' own; grad_share, each term's weight set "
+                        'at the start so that its gradient share on the '
+                        'student layer it distils is --weight-target '
+                        '(AutoWeightHook, 10 batches; default: preset)')
+    parser.add_argument('--weight-target', type=float, default=1.0,
+                        help='--weights grad_share: the gradient share '
+                        '(default: 1.0, as hard as the task loss)')
     _add_cluster_args(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config; '
@@ -146,6 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'with METHOD (e.g. af_dcd:model.distill_terms.'
                         'af_dcd.loss.loss_weight=0.2)')
     args = parser.parse_args(argv)
+    if not args.weight_target > 0:
+        parser.error(f'--weight-target must be > 0 (a gradient share), got '
+                     f'{args.weight_target}')
     if not args.recommend:
         missing = [f'--{k.replace("_", "-")}' for k in ('data_root',
                                                          'work_dir')
@@ -229,6 +242,7 @@ def main(argv=None) -> int:
         budget=args.budget, probe_iters=args.probe_iters,
         probe_warmup=args.probe_warmup, assistant=args.assistant,
         assistant_method=args.assistant_method, cluster=_cluster(args),
+        weight_rule=args.weights, weight_target=args.weight_target,
         cfg_options=dict(args.cfg_options) if args.cfg_options else None,
         command=''.join(f'{k}={os.environ[k]} ' for k in _ENV_SHOWN
                         if k in os.environ) +

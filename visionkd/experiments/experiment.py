@@ -83,6 +83,10 @@ class ExperimentOptions:
             method and seed (``<method>_via_<assistant>``).
         assistant_method: Train one assistant with this method for all
             methods (of its family) instead of one per method.
+        weight_rule: How the distilled runs' term weights are set
+            (``run_configs.WEIGHT_RULES``): the methods' own (``'preset'``)
+            or one gradient-share rule for all (``'grad_share'``).
+        weight_target: The gradient share of ``'grad_share'``.
         cluster: Where the runs train (:mod:`.cluster`): local
             subprocesses (default) or one Slurm job per run; with jobs,
             ``jobs`` caps the jobs in the queue and each run gets
@@ -107,6 +111,8 @@ class ExperimentOptions:
     probe_warmup: int = 2
     assistant: Optional[str] = None
     assistant_method: Optional[str] = None
+    weight_rule: str = 'preset'
+    weight_target: float = 1.0
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
@@ -164,7 +170,9 @@ class ExperimentState:
         return run_config(self.run_preset(run), self.opts.data,
                           self.classes, run.role, run.arch, run.method,
                           teacher_ckpt, self.opts.cfg_options,
-                          assistant=run.assistant)
+                          assistant=run.assistant,
+                          weight_rule=self.opts.weight_rule,
+                          weight_target=self.opts.weight_target)
 
     def write_config(self, run: Run, teacher_ckpt: Optional[str]) -> str:
         """Write ``run``'s config (remembered for the report); its path."""
@@ -186,7 +194,15 @@ class ExperimentState:
             data_root=osp.abspath(opts.data.root), train=opts.data.train,
             val=opts.data.val, classes=list(self.classes),
             optimizer=self._optimizers(), budget=self.budget.mode,
-            **self._assistant(), **self._time_budget())
+            **self._assistant(), **self._weight_rule(),
+            **self._time_budget())
+
+    def _weight_rule(self) -> dict:
+        """``weights`` of the schedule (absent for the methods' own)."""
+        if self.opts.weight_rule == 'preset':
+            return {}
+        return dict(weights=f'{self.opts.weight_rule} (target '
+                    f'{self.opts.weight_target:g})')
 
     def _assistant(self) -> dict:
         """``assistant`` (and ``assistant_method``) of the schedule."""

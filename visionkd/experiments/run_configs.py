@@ -14,9 +14,9 @@ from .dataset_configs import DataSpec, dataset_cfg
 from .methods import MethodSpec, ModelInfo
 from .presets import Preset
 
-__all__ = ['METRIC_KEYS', 'model_cfgs', 'assistant_cfg', 'model_info',
-           'family_optimizer', 'run_config', 'run_overrides',
-           'check_overrides', 'write_config']
+__all__ = ['METRIC_KEYS', 'WEIGHT_RULES', 'model_cfgs', 'assistant_cfg',
+           'model_info', 'family_optimizer', 'run_config', 'run_overrides',
+           'check_overrides', 'weight_hooks', 'write_config']
 
 #: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
 METRIC_KEYS = {
@@ -26,6 +26,14 @@ METRIC_KEYS = {
 _RUNTIME = {'det': 'mmdet::_base_/default_runtime.py',
             'seg': 'mmseg::_base_/default_runtime.py'}
 _VIS_HOOK = {'det': 'DetVisualizationHook', 'seg': 'SegVisualizationHook'}
+#: How a distilled run's term weights are set: ``'preset'``, the method's
+#: own (the papers' weights, adapted per family); ``'grad_share'``, one
+#: rule for every method and dataset: each term's weight set at the start
+#: of training so that its gradient share on the student layer it distils
+#: is ``weight_target`` (AutoWeightHook, median over 10 batches).
+WEIGHT_RULES = ('preset', 'grad_share')
+#: Batches the grad_share rule measures.
+WEIGHT_RULE_ITERS = 10
 #: (task, preset name, arch, num_classes) -> resolved (teacher, student).
 _MODEL_CACHE: dict = {}
 #: (task, preset name, arch, num_classes, name) -> resolved assistant.
@@ -275,7 +283,9 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
                method: Optional[MethodSpec] = None,
                teacher_ckpt: Optional[str] = None,
                cfg_options: Optional[dict] = None,
-               assistant: Optional[str] = None) -> dict:
+               assistant: Optional[str] = None,
+               weight_rule: str = 'preset',
+               weight_target: float = 1.0) -> dict:
     """The config dict of one run.
 
     Args:
@@ -293,6 +303,9 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
         assistant: The family's assistant (``ModelPair.assistants``) the
             ``'assistant'`` run trains, or the teacher of a ``'distill'``
             run via the assistant.
+        weight_rule: How the distilled runs' term weights are set
+            (:data:`WEIGHT_RULES`).
+        weight_target: The gradient share of ``'grad_share'``.
     """
     model, teacher = _run_models(preset, role, arch, len(classes),
                                  assistant)
@@ -315,12 +328,26 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
         teacher_metric = _teacher_metric(preset.task, teacher_ckpt)
         if teacher_metric is not None:
             cfg.teacher_metric = teacher_metric  # for the run's summary
+        hooks = weight_hooks(weight_rule, weight_target)
+        if hooks:
+            cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + hooks
     cfg.model = copy.deepcopy(model)
     cfg.randomness = dict(seed=0)
     overrides = run_overrides(cfg_options, method)
     if overrides:
         cfg.merge_from_dict(overrides)
     return cfg.to_dict()
+
+
+def weight_hooks(rule: str, target: float = 1.0) -> List[dict]:
+    """The custom hooks that apply a weight rule (see WEIGHT_RULES)."""
+    if rule not in WEIGHT_RULES:
+        raise ValueError(f'unknown weight rule {rule!r}; rules: '
+                         f'{list(WEIGHT_RULES)}')
+    if rule == 'preset':
+        return []
+    return [dict(type='visionkd.AutoWeightHook', target=float(target),
+                 iters=WEIGHT_RULE_ITERS)]
 
 
 def run_overrides(cfg_options: Optional[dict],

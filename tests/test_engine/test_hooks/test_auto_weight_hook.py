@@ -169,3 +169,27 @@ def test_unknown_term_is_named(tmp_path):
     cfg.work_dir = str(tmp_path / 'work')
     with pytest.raises(KeyError, match=r"unknown term\(s\) \['nope'\]"):
         Runner.from_cfg(cfg).train()
+
+
+def test_measurement_leaves_an_ema_teacher_as_it_was():
+    """loss mode updates an EMA teacher: the measurement undoes it (weights
+    and update count), after the student moved away from the teacher."""
+    torch.manual_seed(0)
+    terms = dict(fpn=dict(TERMS['fpn']))
+    model = build_distiller('det', terms, teacher=dict(kind='ema',
+                                                       decay=0.5))
+    ema = model.teachers['teacher']
+    with torch.no_grad():
+        for p in model.student.neck.parameters():
+            p.add_(1.0)
+    state = {k: v.clone() for k, v in ema.state_dict().items()}
+    steps = model.ema_snapshot()['teacher'][1]
+    measure_terms(model, det_batches([0, 1]), 2)
+    assert model.ema_snapshot()['teacher'][1] == steps
+    for k, v in ema.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # without the restore, the same loss calls do move it
+    model.train()
+    model(**model.data_preprocessor(det_batches([0])[0], True), mode='loss')
+    assert any(not torch.equal(v, state[k])
+               for k, v in ema.state_dict().items())

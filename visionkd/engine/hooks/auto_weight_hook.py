@@ -121,8 +121,10 @@ def distiller_of(model: nn.Module) -> nn.Module:
 @contextmanager
 def _no_trace(model: nn.Module, check_finite: bool) -> Iterator[None]:
     """Train mode, distillation on, schedules at 1; then everything back:
-    buffers (BatchNorm statistics), flags, scales and random states."""
+    buffers (BatchNorm statistics), flags, scales, random states and EMA
+    teachers (which ``loss`` mode updates)."""
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    ema = model.ema_snapshot()
     rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     cuda = torch.cuda.get_rng_state_all() if (
         torch.cuda.is_available() and torch.cuda.is_initialized()) else None
@@ -138,6 +140,7 @@ def _no_trace(model: nn.Module, check_finite: bool) -> Iterator[None]:
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
+        model.restore_ema(ema)
         torch.set_rng_state(rng[0])
         np.random.set_state(rng[1])
         random.setstate(rng[2])
