@@ -131,5 +131,17 @@ def test_init_from_scratch_fills_weights_and_reads_nothing():
 def test_a_teacher_without_checkpoint_is_initialised_at_build():
     """A frozen teacher is no child the runner initialises: without a
     checkpoint the distiller runs its init_weights (pretrained off)."""
+    torch.manual_seed(0)
     model = build_distiller('det', PKD_FPN)
-    assert model.teacher._is_init and not model.student._is_init
+    # mmdet's RPN conv init is N(0, 0.01); PyTorch's default is wider
+    assert model.teacher.rpn_head.rpn_conv.weight.std() < 0.012
+    assert model.student.rpn_head.rpn_conv.weight.std() > 0.015
+
+
+def test_initialising_a_teacher_leaves_the_global_random_state():
+    from visionkd.models.distillers.distill_teacher import init_from_scratch
+    torch.manual_seed(3)
+    model = _Lazy()
+    state = torch.get_rng_state()
+    init_from_scratch(model)
+    assert torch.equal(torch.get_rng_state(), state)

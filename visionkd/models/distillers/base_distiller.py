@@ -15,7 +15,7 @@ from visionkd.registry import TERM_MODES
 from visionkd.utils import resolve_model_cfg
 
 from .auto_pairing import resolve_auto_terms
-from .distill_teacher import DistillTeacher
+from .distill_teacher import DistillTeacher, init_from_scratch
 from .ema_teacher import (
     ema_decay,
     ema_state,
@@ -261,6 +261,10 @@ class BaseDistiller(BaseModel):
         teachers: Dict[str, DistillTeacher] = {}
         for name, spec in specs.items():
             model = self._build_teacher_model(spec)
+            if spec.kind == 'frozen' and spec.ckpt is None:
+                # no child the runner initialises: its own init_weights
+                # (before any memory format or precision change)
+                init_from_scratch(model)
             if spec.kind in ('frozen', 'ema'):
                 model.requires_grad_(False)
                 model.eval()
@@ -270,8 +274,9 @@ class BaseDistiller(BaseModel):
             teachers[name] = DistillTeacher(spec, model, self.student)
             if spec.kind == 'frozen' and spec.ckpt is None:
                 MMLogger.get_current_instance().warning(
-                    f'{spec.ckpt_key} is None: the {spec.role} keeps its '
-                    f'initial weights')
+                    f'{spec.ckpt_key} is None: the {spec.role} keeps the '
+                    f'weights of its init_weights (pretrained inits '
+                    f'skipped)')
         # Not child modules on purpose (see the class docstring).
         object.__setattr__(self, '_teachers', teachers)
         first = next(iter(teachers.values()))

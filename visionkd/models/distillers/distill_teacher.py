@@ -41,7 +41,7 @@ def init_from_scratch(model: nn.Module) -> None:
     hold initialised weights: DETR-family models create some parameters
     (Deformable DETR's ``level_embed``) as uninitialised memory that only
     their ``init_weights`` fills, and a frozen teacher is not a child the
-    runner initialises.
+    runner initialises. The global random state is left as it was.
     """
     if not hasattr(model, 'init_weights'):
         return
@@ -56,11 +56,21 @@ def init_from_scratch(model: nn.Module) -> None:
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:
-        model.init_weights()
+        # its own random stream, seeded from the global one, which is left
+        # as it was: what is drawn after (the student's init, the data)
+        # does not depend on whether a teacher was initialised here
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31 - 1, ())) + 1)
+            model.init_weights()
     finally:
         logger.setLevel(level)
         for module, init_cfg in saved:
             module.init_cfg = init_cfg
+        # mmengine initialises a module once: a later explicit
+        # init_weights() (e.g. kd_doctor's random teachers) must still run
+        for module in model.modules():
+            if hasattr(module, '_is_init'):
+                module._is_init = False
 
 
 def _stats(dp: nn.Module) -> Tuple[Optional[torch.Tensor], ...]:
@@ -152,12 +162,7 @@ class DistillTeacher:
     def load(self) -> None:
         """Load the checkpoint, once (frozen and online teachers)."""
         spec = self.spec
-        if self.loaded:
-            return
-        if spec.ckpt is None:
-            if self.kind == 'frozen':  # runs with its own initialisation
-                init_from_scratch(self.model)
-                self.loaded = True
+        if spec.ckpt is None or self.loaded:
             return
         load_teacher_weights(self.model, spec.ckpt, strict=spec.ckpt_strict,
                              role=spec.role, key=spec.ckpt_key)
