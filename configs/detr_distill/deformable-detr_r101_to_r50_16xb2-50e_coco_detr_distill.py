@@ -6,18 +6,10 @@
 # L1 5, GIoU 2) and target-aware query-prior feature KD on the four neck
 # levels (the teacher's 100 best (query, class) pairs per layer, weighted
 # by score x IoU with the ground truth). Not included: query-prior
-# assignment and the contrastive query loss (see configs/kd_detr/README.md).
-# mmdet ships no Deformable DETR R101: train the teacher first with this
-# config's teacher and point teacher_ckpt at it (--cfg-options
-# model.teacher_ckpt=PATH). Data and schedule: mmdet's Deformable DETR.
-_base_ = ['mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py']
+# assignment and the contrastive query loss (see README.md).
+# Models, teacher checkpoint (train the R101 teacher first: mmdet ships
+# none), data and schedule: the KD-DETR config of the same pair.
+_base_ = ['../kd_detr/deformable-detr_r101_to_r50_16xb2-50e_coco_kd_detr.py']
 
 model = dict(
-    _delete_=True,
-    type='visionkd.DetectionDistiller',
-    student='mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
-    teacher=dict(
-        config='mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
-        backbone=dict(depth=101, init_cfg=None)),
-    teacher_ckpt='work_dirs/deformable-detr_r101_16xb2-50e_coco/epoch_50.pth',
-    distill_terms=dict(detr=dict(mode='detr_distill')))
+    distill_terms=dict(_delete_=True, detr=dict(mode='detr_distill')))

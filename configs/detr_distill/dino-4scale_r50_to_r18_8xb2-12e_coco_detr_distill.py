@@ -3,23 +3,11 @@
 # released Deformable DETR defaults (the paper reports DINO too, its code
 # is not released): Hungarian-matched logit/box KD layer by layer on the
 # 900 matching queries (DINO's denoising queries train on labels only)
-# and query-prior feature KD on the four ChannelMapper levels. The R18
-# student's neck maps its 128/256/512 channels to the same 256 as the
-# teacher's. Data, schedule and hooks: mmdet's DINO config.
-_base_ = ['mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py']
-
-teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v3.0/dino/dino-4scale_r50_8xb2-12e_coco/dino-4scale_r50_8xb2-12e_coco_20221202_182705-55b2bba2.pth'  # noqa: E501
+# and query-prior feature KD on the four ChannelMapper levels (the R18
+# student's neck maps 128/256/512 channels to the teacher's 256).
+# Models, teacher checkpoint, data, schedule and hooks: the KD-DETR config
+# of the same pair.
+_base_ = ['../kd_detr/dino-4scale_r50_to_r18_8xb2-12e_coco_kd_detr.py']
 
 model = dict(
-    _delete_=True,
-    type='visionkd.DetectionDistiller',
-    student=dict(
-        config='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
-        backbone=dict(
-            depth=18,
-            init_cfg=dict(type='Pretrained',
-                          checkpoint='torchvision://resnet18')),
-        neck=dict(in_channels=[128, 256, 512])),
-    teacher='mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_terms=dict(detr=dict(mode='detr_distill')))
+    distill_terms=dict(_delete_=True, detr=dict(mode='detr_distill')))

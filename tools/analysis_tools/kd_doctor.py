@@ -69,7 +69,7 @@ from tools.common import load_config
 from visionkd.engine.hooks.auto_weight_hook import Measurement, measure_terms
 from visionkd.models.distillers.teacher_loading import load_teacher_weights
 from visionkd.models.distillers.teacher_specs import TeacherSpec, teacher_specs
-from visionkd.utils import without_teacher_weights
+from visionkd.utils import without_pretrained_init, without_teacher_weights
 
 #: Metrics preferred for the teacher check, in this order.
 PREFERRED_METRICS = ('bbox_mAP', 'segm_mAP', 'mIoU')
@@ -228,10 +228,7 @@ def random_teachers(teacher: nn.Module, seed: int) -> List[nn.Module]:
     for module in initialised.modules():
         cfgs = getattr(module, 'init_cfg', None)
         if isinstance(cfgs, (dict, list)):
-            kept = [c for c in (cfgs if isinstance(cfgs, list) else [cfgs])
-                    if not (isinstance(c, dict)
-                            and c.get('type') == 'Pretrained')]
-            module.init_cfg = kept or None
+            module.init_cfg = without_pretrained_init(cfgs)
     torch.manual_seed(seed)
     initialised.init_weights()
     return [built, initialised]

@@ -62,7 +62,7 @@ from visionkd.models.distillers.layer_survey import (
     record_model,
 )
 from visionkd.registry import MODELS
-from visionkd.utils import resolve_model_cfg
+from visionkd.utils import resolve_model_cfg, without_pretrained_init
 
 #: What this tool shows, kept importable from here: the analysis itself
 #: lives in visionkd.models.distillers.layer_survey / layer_pairing (the
@@ -99,21 +99,11 @@ def strip_pretrained(cfg: Any) -> Any:
     out = {}
     for key, value in cfg.items():
         if key == 'init_cfg':
-            value = _drop_pretrained_init(value)
+            value = without_pretrained_init(value)
         elif key == 'pretrained' and value:
             value = False if value is True else None
         out[key] = strip_pretrained(value)
     return out
-
-
-def _drop_pretrained_init(init_cfg: Any) -> Any:
-    def pretrained(c: Any) -> bool:
-        return isinstance(c, dict) and c.get('type') == 'Pretrained'
-
-    if isinstance(init_cfg, (list, tuple)):
-        kept = [c for c in init_cfg if not pretrained(c)]
-        return kept or None
-    return None if pretrained(init_cfg) else init_cfg
 
 
 def _task_class(spec: Union[str, dict]) -> type:

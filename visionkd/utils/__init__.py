@@ -12,6 +12,7 @@ from .model_spec import (
     config_path,
     merge_cfg,
     resolve_model_cfg,
+    without_pretrained_init,
     without_teacher_weights,
 )
 from .op_count import count_aten_calls
@@ -22,5 +23,5 @@ __all__ = [
     'UnsafeCheckpointError', 'is_run_checkpoint', 'load_http_checkpoint',
     'load_local_checkpoint', 'torch_load_weights', 'trust_checkpoint',
     'merge_cfg',
-    'resolve_model_cfg', 'without_teacher_weights'
+    'resolve_model_cfg', 'without_pretrained_init', 'without_teacher_weights'
 ]

@@ -1,13 +1,14 @@
 """Turn a teacher/student specification into a model config dict."""
 import copy
 import os.path as osp
-from typing import Union
+from typing import Any, Union
 
 from mmengine.config import Config, ConfigDict
 
 from .config_scope import SCOPE, resolve_config
 
-__all__ = ['resolve_model_cfg', 'merge_cfg', 'config_path']
+__all__ = ['resolve_model_cfg', 'merge_cfg', 'config_path',
+           'without_pretrained_init']
 
 
 def config_path(ref: str) -> str:
@@ -121,3 +122,15 @@ def without_teacher_weights(model_cfg) -> None:
                 entry['ckpt'] = None
     else:
         model_cfg['teacher_ckpt'] = None
+
+
+def without_pretrained_init(init_cfg: Any) -> Any:
+    """An ``init_cfg`` less its ``type='Pretrained'`` entries: a list keeps
+    the others (None if none is left), a Pretrained dict becomes None,
+    anything else is returned unchanged."""
+    def pretrained(c: Any) -> bool:
+        return isinstance(c, dict) and c.get('type') == 'Pretrained'
+
+    if isinstance(init_cfg, (list, tuple)):
+        return [c for c in init_cfg if not pretrained(c)] or None
+    return None if pretrained(init_cfg) else init_cfg

@@ -183,9 +183,9 @@ def test_measurement_leaves_an_ema_teacher_as_it_was():
         for p in model.student.neck.parameters():
             p.add_(1.0)
     state = {k: v.clone() for k, v in ema.state_dict().items()}
-    steps = model.ema_snapshot()['teacher'][1]
+    steps = model.ema_snapshot()['ema_teachers.teacher._steps']
     measure_terms(model, det_batches([0, 1]), 2)
-    assert model.ema_snapshot()['teacher'][1] == steps
+    assert model.ema_snapshot()['ema_teachers.teacher._steps'] == steps
     for k, v in ema.state_dict().items():
         assert torch.equal(v, state[k]), k
     # without the restore, the same loss calls do move it

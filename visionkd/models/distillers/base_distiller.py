@@ -294,22 +294,21 @@ class BaseDistiller(BaseModel):
         """``'frozen'``, ``'online'``, ``'ema'`` or ``'self'``."""
         return self._teachers[name].kind
 
-    def ema_snapshot(self) -> Dict[str, tuple]:
-        """Every EMA teacher's weights, buffers and update count (copies),
-        for :meth:`restore_ema` (a measurement that runs ``loss`` mode
-        without training, e.g. AutoWeightHook, undoes its EMA updates)."""
-        return {n: ({k: v.detach().clone()
-                     for k, v in t.model.state_dict().items()},
-                    t.steps.clone())
-                for n, t in self._teachers.items() if t.kind == 'ema'}
+    def ema_snapshot(self) -> Dict[str, torch.Tensor]:
+        """Copies of every EMA teacher's checkpoint entries (weights,
+        buffers, update count), for :meth:`restore_ema` (a measurement that
+        runs ``loss`` mode without training, e.g. AutoWeightHook, undoes
+        its EMA updates)."""
+        return {k: v.clone() for n, t in self._teachers.items()
+                if t.kind == 'ema'
+                for k, v in ema_state(n, t.model, t.steps).items()}
 
-    def restore_ema(self, snapshot: Dict[str, tuple]) -> None:
+    def restore_ema(self, snapshot: Dict[str, torch.Tensor]) -> None:
         """Put the EMA teachers back to an :meth:`ema_snapshot`."""
-        with torch.no_grad():
-            for name, (state, steps) in snapshot.items():
-                t = self._teachers[name]
-                t.model.load_state_dict(state)
-                t.steps.copy_(steps)
+        state = dict(snapshot)
+        for n, t in self._teachers.items():
+            if t.kind == 'ema':
+                load_ema_state(n, t.model, t.steps, state)
 
     def _check_init_student(self) -> None:
         if not self.init_student:

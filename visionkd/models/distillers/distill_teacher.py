@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
+from visionkd.utils import without_pretrained_init
+
 from .teacher_input import input_divisor, scale_data_samples, scale_inputs
 from .teacher_loading import load_teacher_weights
 from .teacher_specs import TeacherSpec
@@ -21,16 +23,6 @@ def converts_bgr_to_rgb(data_preprocessor: nn.Module) -> bool:
         if getattr(data_preprocessor, attr, False):
             return True
     return False
-
-
-def _without_pretrained(init_cfg):
-    """``init_cfg`` less its ``Pretrained`` entries (None if none left)."""
-    def pretrained(c) -> bool:
-        return isinstance(c, dict) and c.get('type') == 'Pretrained'
-
-    if isinstance(init_cfg, (list, tuple)):
-        return [c for c in init_cfg if not pretrained(c)] or None
-    return None if pretrained(init_cfg) else init_cfg
 
 
 def init_from_scratch(model: nn.Module) -> None:
@@ -50,7 +42,7 @@ def init_from_scratch(model: nn.Module) -> None:
         init_cfg = getattr(module, 'init_cfg', None)
         if init_cfg is not None:
             saved.append((module, init_cfg))
-            module.init_cfg = _without_pretrained(init_cfg)
+            module.init_cfg = without_pretrained_init(init_cfg)
     # mmengine logs every parameter's init at INFO without a log file
     logger = MMLogger.get_current_instance()
     level = logger.level

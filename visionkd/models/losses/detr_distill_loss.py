@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
+from .box_ops import cxcywh_to_xyxy, xyxy_to_cxcywh
+
 __all__ = [
     'DETRDistillMatchLoss', 'DETRDistillFeatureLoss', 'hungarian_match',
     'pairwise_giou', 'pairwise_iou'
@@ -36,18 +38,6 @@ def hungarian_match(cost: torch.Tensor
     if matrices.ndim == 2:
         matrices = matrices[None]
     return [linear_sum_assignment(m) for m in matrices]
-
-
-def cxcywh_to_xyxy(box: torch.Tensor) -> torch.Tensor:
-    """``(cx, cy, w, h)`` -> ``(x1, y1, x2, y2)``, (..., 4)."""
-    cx, cy, w, h = box.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
-
-
-def xyxy_to_cxcywh(box: torch.Tensor) -> torch.Tensor:
-    """``(x1, y1, x2, y2)`` -> ``(cx, cy, w, h)``, (..., 4)."""
-    x1, y1, x2, y2 = box.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
 
 def _iou_terms(a: torch.Tensor, b: torch.Tensor, eps: float):
@@ -174,6 +164,12 @@ class DETRDistillMatchLoss(nn.Module):
               ) -> List[Tuple[np.ndarray, np.ndarray]]:
         """Per image, the matched ``(student rows, teacher columns)``: one
         batched cost, one copy to the CPU, scipy per image."""
+        return self._match(cls_S, box_S, cls_T, box_T)[0]
+
+    def _match(self, cls_S: torch.Tensor, box_S: torch.Tensor,
+               cls_T: torch.Tensor, box_T: torch.Tensor) -> tuple:
+        """:meth:`match`'s pairs, with the teacher's probabilities and
+        clipped xyxy boxes they were matched on (the inputs checked)."""
         _check_preds(cls_S, box_S, type(self).__name__ + ' (student)')
         _check_preds(cls_T, box_T, type(self).__name__ + ' (teacher)')
         if cls_S.shape[0] != cls_T.shape[0] or \
@@ -183,8 +179,9 @@ class DETRDistillMatchLoss(nn.Module):
                 f'images and classes, got {tuple(cls_S.shape)} and '
                 f'{tuple(cls_T.shape)}')
         prob_T, xyxy_T = _teacher_targets(cls_T, box_T)
-        return hungarian_match(self.match_cost(cls_S, box_S, prob_T,
-                                               xyxy_T))
+        pairs = hungarian_match(self.match_cost(cls_S, box_S, prob_T,
+                                                xyxy_T))
+        return pairs, prob_T, xyxy_T
 
     def forward(self, cls_S: torch.Tensor, box_S: torch.Tensor,
                 cls_T: torch.Tensor, box_T: torch.Tensor
@@ -200,8 +197,7 @@ class DETRDistillMatchLoss(nn.Module):
         Returns:
             ``(cls, l1, giou)``, scalars in the student's dtype.
         """
-        pairs = self.match(cls_S, box_S, cls_T, box_T)
-        prob_T, xyxy_T = _teacher_targets(cls_T, box_T)
+        pairs, prob_T, xyxy_T = self._match(cls_S, box_S, cls_T, box_T)
         index = torch.as_tensor(np.concatenate(
             [np.stack([np.full_like(r, n), r, c]) for n, (r, c) in
              enumerate(pairs)], axis=1), dtype=torch.long,

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from visionkd.registry import MODELS
 
+from .box_ops import cxcywh_to_xyxy
+
 __all__ = ['KDDETRClsLoss', 'KDDETRBoxLoss', 'teacher_confidence']
 
 REDUCTIONS = ('sum', 'mean')
@@ -99,11 +101,6 @@ class KDDETRClsLoss(nn.Module):
         return self.loss_weight * loss
 
 
-def _cxcywh_to_xyxy(box: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = box.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
-
-
 def generalized_iou(a: torch.Tensor, b: torch.Tensor,
                     eps: float = 1e-7) -> torch.Tensor:
     """GIoU of paired ``(x1, y1, x2, y2)`` boxes, (...,) (Rezatofighi et
@@ -169,8 +166,8 @@ class KDDETRBoxLoss(nn.Module):
             weight = preds_S.new_ones(preds_S.shape[:-1])
         norm = weight.sum().clamp(min=torch.finfo(weight.dtype).eps)
         l1 = (weight * (preds_S - preds_T).abs().mean(-1)).sum() / norm
-        giou = generalized_iou(_cxcywh_to_xyxy(preds_S),
-                               _cxcywh_to_xyxy(preds_T))
+        giou = generalized_iou(cxcywh_to_xyxy(preds_S),
+                               cxcywh_to_xyxy(preds_T))
         giou = (weight * (1 - giou)).sum() / norm
         return self.loss_weight * (self.loss_weight_l1 * l1 +
                                    self.loss_weight_giou * giou)

@@ -8,6 +8,7 @@ from visionkd.registry import TERM_MODES
 
 from .base_term import BaseDistillTerm, TermContext, TermLayers
 from .build_utils import build_registered
+from .detr_query_term import check_same_classes
 
 __all__ = ['DETRDistillTerm']
 
@@ -198,11 +199,7 @@ def _check(name: str, ctx: TermContext, loss_match, loss_feat,
         raise ValueError(f'{where}: the transformers were not called in '
                          f'the dry run')
     s_call, t_call = ctx.student_levels[0], ctx.teacher_levels[0]
-    classes = (ctx.student.bbox_head.cls_out_channels,
-               ctx.teacher.bbox_head.cls_out_channels)
-    if classes[0] != classes[1]:
-        raise ValueError(f'{where}: student and teacher heads have '
-                         f'{classes[0]} and {classes[1]} classes')
+    check_same_classes(where, ctx)
     layers = (s_call['_return']['hidden_states'].shape[0],
               t_call['_return']['hidden_states'].shape[0])
     if loss_match is not None and teacher_layer == 'same' and \

@@ -10,7 +10,7 @@ from visionkd.registry import TERM_MODES
 from .base_term import BaseDistillTerm, TermContext, TermLayers
 from .build_utils import build_registered
 
-__all__ = ['DETRQueryDistillTerm', 'check_detr']
+__all__ = ['DETRQueryDistillTerm', 'check_detr', 'check_same_classes']
 
 #: The released code's losses (KD-DETR, DAB-DETR: T 10; L1 5, GIoU 2).
 DEFAULT_LOSS_CLS = dict(type='KDDETRClsLoss', T=10.0, loss_weight=1.0)
@@ -43,6 +43,15 @@ def check_detr(model: nn.Module, path: str, role: str,
             f'bbox_head with cls_branches and reg_branches); distil other '
             f"detectors' features with mode='feature' (e.g. on the neck)")
     return decoder, head
+
+
+def check_same_classes(where: str, ctx: TermContext) -> None:
+    """Both DETR heads predict the same classes (an error otherwise)."""
+    classes = (ctx.student.bbox_head.cls_out_channels,
+               ctx.teacher.bbox_head.cls_out_channels)
+    if classes[0] != classes[1]:
+        raise ValueError(f'{where}: student and teacher heads have '
+                         f'{classes[0]} and {classes[1]} classes')
 
 
 def _call_kwargs(call: dict) -> dict:
@@ -287,11 +296,7 @@ def _check_pair(name: str, ctx: TermContext, s_dec: nn.Module,
             f'teacher\'s {refs[1]}-d reference points (DINO / two-stage: '
             f'boxes, Deformable DETR: points); pair detectors of the same '
             f'kind')
-    classes = (ctx.student.bbox_head.cls_out_channels,
-               ctx.teacher.bbox_head.cls_out_channels)
-    if classes[0] != classes[1]:
-        raise ValueError(f'{where}: student and teacher heads have '
-                         f'{classes[0]} and {classes[1]} classes')
+    check_same_classes(where, ctx)
     layers = (s_dec.num_layers, t_dec.num_layers)
     if teacher_layer == 'same' and layers[0] != layers[1]:
         raise ValueError(
