@@ -145,10 +145,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "methods' own; grad_share, each term's weight set "
                         'at the start so that its gradient share on the '
                         'student layer it distils is --weight-target '
-                        '(AutoWeightHook, 10 batches; default: preset)')
+                        '(AutoWeightHook, 10 batches); grad_share_cap, the '
+                        'same but weights are only lowered (a term weaker '
+                        'than the target keeps its weight; default: '
+                        'preset)')
     parser.add_argument('--weight-target', type=float, default=1.0,
-                        help='--weights grad_share: the gradient share '
-                        '(default: 1.0, as hard as the task loss)')
+                        help='--weights grad_share(_cap): the gradient '
+                        'share (default: 1.0, as hard as the task loss)')
     _add_cluster_args(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides merged into every run config; '

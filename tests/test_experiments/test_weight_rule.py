@@ -41,11 +41,18 @@ def test_grad_share_rule_calibrates_every_distilled_run_only():
                             'faster_rcnn', spec, 'teacher.pth')
     assert not _hooks(preset_run)
     assert preset_run['model'] == runs['distill']['model']
+    # grad_share_cap: the same hook, weights only lowered
+    capped = run_config(preset, DET, DET.classes, 'distill', 'faster_rcnn',
+                        spec, 'teacher.pth', weight_rule='grad_share_cap',
+                        weight_target=2.0)
+    assert _hooks(capped) == [dict(type='visionkd.AutoWeightHook',
+                                   target=2.0, iters=10, max_factor=1.0)]
+    assert capped['model'] == preset_run['model']
 
 
 def test_unknown_rule_and_bad_target_fail():
     with pytest.raises(ValueError, match=r"unknown weight rule 'paper'; "
-                       r"rules: \['preset', 'grad_share'\]"):
+                       r"rules: \['preset', 'grad_share', 'grad_share_cap'\]"):
         weight_hooks('paper')
     from tools.run_experiments import parse_args
     with pytest.raises(SystemExit):

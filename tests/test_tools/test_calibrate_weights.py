@@ -83,3 +83,23 @@ def test_unknown_term_is_named(tmp_path):
     cfg_path.write_text(CFG)
     with pytest.raises(SystemExit, match=r"--terms \['nope'\] not in"):
         cw.main([str(cfg_path), '--terms', 'nope'])
+
+
+def test_max_factor_only_lowers_weights(tmp_path, capsys):
+    # target 16: PKD's share (~18) is above it, the MSE term's (~14) below
+    cfg_path = tmp_path / 'kd.py'
+    cfg_path.write_text(CFG)
+    cw.main([str(cfg_path), '--iters', '2', '--target', '16',
+             '--max-factor', '1'])
+    rows = {x.split()[0]: x.split() for x in
+            capsys.readouterr().out.splitlines()
+            if x.split()[:1] in (['pkd'], ['mse'])}
+    got = {}
+    for name, old in (('pkd', 1.0), ('mse', 2.0)):
+        share, weight, new = (float(v) for v in rows[name][2:5])
+        assert weight == old
+        assert new == pytest.approx(old * min(1.0, 16 / share), rel=1e-3)
+        got[name] = (share > 16, new < old)
+    assert got == dict(pkd=(True, True), mse=(False, False))
+    with pytest.raises(SystemExit):
+        cw.parse_args([str(cfg_path), '--max-factor', '0'])

@@ -12,7 +12,11 @@ its losses, so the effective ``loss_weight`` of a one-loss term is
 ``loss_weight * weight`` (printed too)::
 
     python tools/analysis_tools/calibrate_weights.py CONFIG [--iters 10] \\
-        [--target 1.0] [--write out.py] [--checkpoint TEACHER.pth]
+        [--target 1.0] [--max-factor 1] [--write out.py] \\
+        [--checkpoint TEACHER.pth]
+
+``--max-factor 1`` only lowers weights (the runner's ``--weights
+grad_share_cap``): a term whose share is below the target keeps its weight.
 
 ``--write out.py`` writes a config that inherits CONFIG and sets those
 weights. ``custom_hooks=[dict(type='visionkd.AutoWeightHook', ...)]`` does
@@ -168,9 +172,11 @@ def write_config(out: str, config: str, meas: Measurement,
 
 def calibrate(cfg: Config, iters: int, target: float,
               terms: Optional[Sequence[str]] = None,
-              device: str = 'cpu') -> Tuple[Measurement, Dict[str, float]]:
+              device: str = 'cpu', max_factor: Optional[float] = None
+              ) -> Tuple[Measurement, Dict[str, float]]:
     """Measure on the config's first ``iters`` train batches; return the
-    measurement and the calibrated ``{term: weight}``."""
+    measurement and the calibrated ``{term: weight}`` (factor capped at
+    ``max_factor`` when given)."""
     names = list(cfg.model.get('distill_terms', None) or {})
     unknown = [t for t in terms or [] if t not in names]
     if unknown:
@@ -179,7 +185,7 @@ def calibrate(cfg: Config, iters: int, target: float,
     seed = setup(cfg)
     model = build_model(cfg, device)
     meas = measure_terms(model, train_batches(cfg, seed), iters)
-    return meas, calibrated_weights(meas, target, terms)
+    return meas, calibrated_weights(meas, target, terms, max_factor)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -189,6 +195,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='train batches to measure (default 10)')
     parser.add_argument('--target', type=float, default=1.0,
                         help='gradient share to reach (default 1.0)')
+    parser.add_argument('--max-factor', type=float, help='cap on the factor '
+                        'a weight is multiplied by (1: only lower weights; '
+                        'default: no cap)')
     parser.add_argument('--terms', nargs='+', help='terms to calibrate '
                         '(default: all)')
     parser.add_argument('--write', metavar='OUT.py',
@@ -201,6 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.iters < 1 or not args.target > 0:
         parser.error('--iters must be >= 1 and --target > 0')
+    if args.max_factor is not None and not args.max_factor > 0:
+        parser.error(f'--max-factor must be > 0, got {args.max_factor}')
     return args
 
 
@@ -213,7 +224,7 @@ def main(argv=None) -> None:
         print('warning: model.teacher_ckpt is not set: calibrating against '
               'a randomly initialised teacher (give --checkpoint)')
     meas, weights = calibrate(cfg, args.iters, args.target, args.terms,
-                              args.device)
+                              args.device, args.max_factor)
     print('\n'.join(report(meas, weights, cfg.model.distill_terms,
                            args.target)))
     if args.write:

@@ -85,8 +85,9 @@ class ExperimentOptions:
             methods (of its family) instead of one per method.
         weight_rule: How the distilled runs' term weights are set
             (``run_configs.WEIGHT_RULES``): the methods' own (``'preset'``)
-            or one gradient-share rule for all (``'grad_share'``).
-        weight_target: The gradient share of ``'grad_share'``.
+            or one gradient-share rule for all (``'grad_share'``;
+            ``'grad_share_cap'``: weights only lowered).
+        weight_target: The gradient share of the ``'grad_share*'`` rules.
         cluster: Where the runs train (:mod:`.cluster`): local
             subprocesses (default) or one Slurm job per run; with jobs,
             ``jobs`` caps the jobs in the queue and each run gets

@@ -16,6 +16,8 @@ from tests.test_tools.synthetic_seg import restore_mmengine_globals  # noqa: F40
 from visionkd.engine.hooks import AutoWeightHook, auto_weight_hook
 from visionkd.engine.hooks.auto_weight_hook import (
     CKPT_KEY,
+    Measurement,
+    TermMeasurement,
     calibrated_weights,
     measure_terms,
     pasteable,
@@ -61,6 +63,24 @@ def test_calibrated_weights_reach_the_target_on_other_batches():
         'head=dict(weight=2)))'
 
 
+def test_max_factor_caps_the_factor():
+    meas = Measurement(terms=dict(
+        strong=TermMeasurement(2.0, shares=[4.0, 6.0, 5.0]),  # median 5
+        weak=TermMeasurement(3.0, shares=[0.1]),
+        dead=TermMeasurement(1.0, shares=[0.0])))
+    assert calibrated_weights(meas, 1.0) == pytest.approx(
+        dict(strong=0.4, weak=30.0))
+    # 1: only lowered; the weak term keeps its weight
+    assert calibrated_weights(meas, 1.0, max_factor=1.0) == pytest.approx(
+        dict(strong=0.4, weak=3.0))
+    assert calibrated_weights(meas, 1.0, max_factor=2.0) == pytest.approx(
+        dict(strong=0.4, weak=6.0))
+    # target 10: the strong term's factor is 2, capped at 1.5
+    assert calibrated_weights(meas, 10.0, ['strong'],
+                              max_factor=1.5) == pytest.approx(
+        dict(strong=3.0))
+
+
 def test_measurement_leaves_no_trace():
     torch.manual_seed(0)
     model = build_distiller('det', TERMS)
@@ -89,12 +109,18 @@ def test_bad_arguments():
         HOOKS.build(dict(type='AutoWeightHook', target=0))
     with pytest.raises(ValueError, match='iters must be an int >= 1'):
         HOOKS.build(dict(type='AutoWeightHook', iters=0))
+    for bad in (0, -1.0, True, '1'):
+        with pytest.raises(ValueError, match='max_factor must be None or '
+                           r'a number > 0 \(1.0: only lower weights\)'):
+            HOOKS.build(dict(type='AutoWeightHook', max_factor=bad))
 
 
 def _run(tmp_path, data, name, hook=True, weight=None, resume=None,
-         max_iters=4):
+         max_iters=4, max_factor=None):
+    cap = '' if max_factor is None else f', max_factor={max_factor!r}'
     hooks = ("custom_hooks = [dict(type='visionkd.AutoWeightHook', "
-             "target=0.5, iters=2, terms=['logits'])]\n" if hook else '')
+             f"target=0.5, iters=2, terms=['logits']{cap})]\n"
+             if hook else '')
     terms = ("dict(logits=dict(student='decode_head.conv_seg', "
              "teacher='decode_head.conv_seg', loss=dict("
              "type='ChannelWiseDivergence', tau=1.0, loss_weight=3.0)"
@@ -137,6 +163,14 @@ def test_hook_calibrates_logs_and_leaves_training_unchanged(tmp_path):
     theirs = fixed.model.state_dict()
     for k, v in runner.model.state_dict().items():
         torch.testing.assert_close(v, theirs[k], msg=k)
+    # a cap below the factor (the configured weight is 1) sets the weight
+    # to the cap; the same measurement otherwise
+    capped = _run(tmp_path, data, 'capped', max_iters=1,
+                  max_factor=w / 2)
+    assert capped.model.distill_terms['logits'].weight == pytest.approx(
+        w / 2)
+    assert (f'(median over 2 batches, factor capped at {w / 2:g})'
+            in _log(capped))
 
 
 def test_resume_restores_the_weights_without_calibrating(tmp_path,

@@ -11,6 +11,13 @@ terms.BaseDistillTerm`), so its gradient, and its share, are linear in
 
     ``w* = w * target / r``.
 
+With ``max_factor`` the factor ``target / r`` is capped: ``max_factor=1``
+only lowers weights (a term pulling harder than ``target`` is brought down
+to it, a weaker one keeps its weight). A share measured on the first
+batches underestimates a term whose pull on the layer grows as it trains,
+e.g. DeFeat's adapter, initialised at 1e-4 scale: uncapped, its weight
+would be multiplied by ~100 (docs/results/weight_rule).
+
 ``r`` is the **median** over a few training batches (one outlier batch,
 e.g. with few objects, does not move it; a mean would). The measurement
 runs the distiller's ``loss`` mode on those batches without an optimizer
@@ -193,10 +200,12 @@ def measure_terms(model: nn.Module, batches: Iterable[dict], iters: int,
 
 
 def calibrated_weights(measurement: Measurement, target: float,
-                       terms: Optional[Sequence[str]] = None
+                       terms: Optional[Sequence[str]] = None,
+                       max_factor: Optional[float] = None
                        ) -> Dict[str, float]:
     """``{term: weight}`` that brings each term's median share to
-    ``target`` (``w * target / r``).
+    ``target`` (``w * target / r``), the factor ``target / r`` capped at
+    ``max_factor`` when given (1: weights are only lowered).
 
     Terms left out: those not in ``terms`` (when given) and those whose
     share is 0 or not finite (no weight can fix them; the doctor says why).
@@ -207,7 +216,10 @@ def calibrated_weights(measurement: Measurement, target: float,
             continue
         share = meas.share
         if math.isfinite(share) and share > 0:
-            out[name] = meas.weight * target / share
+            factor = target / share
+            if max_factor is not None:
+                factor = min(factor, max_factor)
+            out[name] = meas.weight * factor
     return out
 
 
@@ -216,6 +228,11 @@ def pasteable(weights: Dict[str, float]) -> str:
     inner = ', '.join(f'{n}=dict(weight={w:.4g})'
                       for n, w in weights.items())
     return f'model=dict(distill_terms=dict({inner}))'
+
+
+def _positive_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(
+        value, (int, float)) and value > 0
 
 
 @HOOKS.register_module()
@@ -244,16 +261,23 @@ class AutoWeightHook(Hook):
         iters: Batches measured.
         terms: Names of the terms to calibrate; None for all. The others
             keep their weights.
+        max_factor: Cap on the factor a weight is multiplied by; None for
+            no cap, 1.0 to only lower weights (a term weaker than
+            ``target`` keeps its weight; see the module docstring).
     """
 
     priority = 'NORMAL'
 
     def __init__(self, target: float = 1.0, iters: int = 10,
-                 terms: Optional[Sequence[str]] = None) -> None:
-        if isinstance(target, bool) or not isinstance(
-                target, (int, float)) or not target > 0:
+                 terms: Optional[Sequence[str]] = None,
+                 max_factor: Optional[float] = None) -> None:
+        if not _positive_number(target):
             raise ValueError(f'AutoWeightHook: target must be a number > 0 '
                              f'(a gradient share, e.g. 1.0), got {target!r}')
+        if max_factor is not None and not _positive_number(max_factor):
+            raise ValueError(f'AutoWeightHook: max_factor must be None or a '
+                             f'number > 0 (1.0: only lower weights), got '
+                             f'{max_factor!r}')
         if isinstance(iters, bool) or not isinstance(iters,
                                                      int) or iters < 1:
             raise ValueError(f'AutoWeightHook: iters must be an int >= 1, '
@@ -261,6 +285,7 @@ class AutoWeightHook(Hook):
         self.target = float(target)
         self.iters = iters
         self.terms = None if terms is None else list(terms)
+        self.max_factor = None if max_factor is None else float(max_factor)
         #: The weights in use (None until calibrated or resumed).
         self.weights: Optional[Dict[str, float]] = None
         self._loaded: Optional[Dict[str, float]] = None
@@ -282,8 +307,10 @@ class AutoWeightHook(Hook):
                     'AutoWeightHook: the resumed checkpoint holds no '
                     'calibrated weights; calibrating on the current student')
             self.weights = self._calibrate(runner, model)
+            cap = ('' if self.max_factor is None else
+                   f', factor capped at {self.max_factor:g}')
             how = (f'calibrated to gradient share {self.target:g} (median '
-                   f'over {self.iters} batches)')
+                   f'over {self.iters} batches{cap})')
         for name, weight in self.weights.items():
             model.distill_terms[name].weight = weight
         runner.logger.info(f'AutoWeightHook: weights {how}; to fix them, '
@@ -291,7 +318,8 @@ class AutoWeightHook(Hook):
 
     def _calibrate(self, runner, model: nn.Module) -> Dict[str, float]:
         meas = measure_terms(model, self._loader(runner), self.iters)
-        weights = calibrated_weights(meas, self.target, self.terms)
+        weights = calibrated_weights(meas, self.target, self.terms,
+                                     self.max_factor)
         for name, m in meas.terms.items():
             if self.terms is not None and name not in self.terms:
                 continue
