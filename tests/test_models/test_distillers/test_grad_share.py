@@ -60,3 +60,38 @@ def test_grad_share_does_not_change_the_gradients(det_batch):
 def test_bad_interval_is_rejected():
     with pytest.raises(TypeError, match='grad_share_interval'):
         build_distiller('det', TERMS, grad_share_interval=-1)
+
+
+def test_a_layer_without_parameters_is_measured_where_the_gradient_is():
+    """A term on a parameter-less layer (DDRNet's Af-DCD term on an
+    activation) is measured on the nearest enclosing module its gradient
+    reaches, not left without a share."""
+    import torch.nn as nn
+
+    from visionkd.models.distillers.grad_share import layer_norm
+    torch.manual_seed(0)
+    net = nn.ModuleDict(dict(
+        a=nn.Linear(3, 4),
+        b=nn.Sequential(nn.ReLU(), nn.Linear(4, 2)),
+        c=nn.Sequential(nn.Linear(3, 3), nn.ReLU())))
+    modules = dict(net.named_modules())
+    x = torch.randn(5, 3)
+    # c.1 (ReLU) -> c: its Linear feeds it
+    loss = net['c'](x).square().sum()
+    path, params, norm = layer_norm(modules, 'c.1', loss)
+    assert path == 'c' and params == list(net['c'].parameters())
+    assert norm == pytest.approx(float(_norm(loss, params)))
+    # b.0 (ReLU on a's output) -> b does not feed it (b.1 comes after) ->
+    # the whole model, where a's parameters get the gradient
+    loss = net['b'][0](net['a'](x)).sum()
+    path, params, norm = layer_norm(modules, 'b.0', loss)
+    assert path == '' and len(params) == 6
+    assert norm == pytest.approx(float(_norm(loss, list(
+        net['a'].parameters()))))
+    # a layer with parameters is measured on them
+    loss = net['a'](x).sum()
+    assert layer_norm(modules, 'a', loss)[0] == 'a'
+    # nothing trainable: no share
+    for p in net.parameters():
+        p.requires_grad_(False)
+    assert layer_norm(modules, 'c.1', x.requires_grad_().sum()) is None

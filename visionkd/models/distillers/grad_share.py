@@ -3,8 +3,10 @@
 Every ``interval`` training iterations (off by default), for each term:
 the L2 norm of the term's gradient on the parameters of the student layer
 it distils (e.g. the FPN for ``student='neck'``: parameters that both the
-task loss and the term reach), divided by the task loss's gradient norm on
-the same parameters. A share far above 1 means the term dominates the
+task loss and the term reach; for a layer without parameters, e.g. an
+activation, those of the nearest module around it that the term's
+gradient reaches, :func:`layer_norm`), divided by the task loss's gradient
+norm on the same parameters. A share far above 1 means the term dominates the
 student's update there (weights off by orders of magnitude on a new
 dataset); near 0 means it does nothing. One ``torch.autograd.grad`` per
 term and per distinct layer on that small parameter subset, with
@@ -20,7 +22,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MessageHub
 
-__all__ = ['GradShare', 'split_losses']
+__all__ = ['GradShare', 'layer_norm', 'split_losses']
 
 
 def _grad_norm(loss: torch.Tensor, params: List[nn.Parameter]) -> float:
@@ -68,13 +70,12 @@ class GradShare:
         for name, total in term_totals.items():
             if getattr(terms[name].source, 'learner', 'student') != 'student':
                 continue  # trains an online teacher, not the student
-            path = terms[name].student_path
-            params = _params(modules.get(path))
-            if not params:
+            found = layer_norm(modules, terms[name].student_path, total)
+            if found is None:
                 continue
+            path, params, norm = found
             if path not in task_norms:
                 task_norms[path] = _grad_norm(task_total, params)
-            norm = _grad_norm(total, params)
             shares[name] = norm / max(task_norms[path], 1e-12)
         return shares
 
@@ -122,6 +123,33 @@ def _total(v: object) -> torch.Tensor:
     if isinstance(v, (list, tuple)):
         return torch.stack([_total(x) for x in v]).sum()
     return v.sum()
+
+
+def layer_norm(modules: Dict[str, nn.Module], path: str,
+               loss: torch.Tensor
+               ) -> Optional[Tuple[str, List[nn.Parameter], float]]:
+    """``(path, params, norm)``: the norm of ``loss``'s gradient on the
+    trainable parameters of the student layer at ``path``.
+
+    A layer without parameters (an activation, a pooling), or one whose
+    parameters the gradient does not reach (an RoI extractor's output does
+    not depend on the RoI head around it), is measured on the nearest
+    enclosing module the gradient reaches: DDRNet's
+    ``decode_head.head.0.activate`` on ``decode_head.head.0`` (the
+    ConvModule whose conv and norm feed it), up to the whole student
+    (path ``''``). None if the student has no trainable parameters.
+
+    Args:
+        modules: ``dict(student.named_modules())``.
+        path: The term's student layer.
+        loss: The term's loss (with its graph).
+    """
+    while True:
+        params = _params(modules.get(path))
+        norm = _grad_norm(loss, params) if params else 0.0
+        if norm > 0 or not path:
+            return (path, params, norm) if params else None
+        path = path.rpartition('.')[0]
 
 
 def _params(module: Optional[nn.Module]) -> List[nn.Parameter]:
