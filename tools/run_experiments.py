@@ -228,14 +228,7 @@ def main(argv=None) -> int:
     if args.recommend:
         print_recommendation(args.task)
         return 0
-    seg = args.task == 'seg'
-    data = DataSpec(
-        root=args.data_root,
-        train=args.train_split if seg else args.train_ann,
-        val=args.val_split if seg else args.val_ann,
-        classes=tuple(args.classes) if args.classes else None,
-        train_img_dir=args.train_img_dir, val_img_dir=args.val_img_dir,
-        vertical_flip=args.vertical_flip)
+    data = DataSpec.from_args(args)
     argv = sys.argv[1:] if argv is None else argv
     opts = ExperimentOptions(
         task=args.task, data=data, work_dir=args.work_dir,

@@ -171,14 +171,7 @@ def _ckpts(values: Sequence[str], default_arch: str) -> Dict[str, str]:
 
 def main(argv=None) -> Dict[str, dict]:
     args = parse_args(argv)
-    seg = args.task == 'seg'
-    data = DataSpec(
-        root=args.data_root,
-        train=args.train_split if seg else args.train_ann,
-        val=args.val_split if seg else args.val_ann,
-        classes=tuple(args.classes) if args.classes else None,
-        train_img_dir=args.train_img_dir, val_img_dir=args.val_img_dir,
-        vertical_flip=args.vertical_flip)
+    data = DataSpec.from_args(args)
     ckpts = _ckpts(args.teacher_ckpt,
                    get_preset(args.task, args.preset).default_arch)
     shares = method_shares(args.task, data, args.preset, ckpts,

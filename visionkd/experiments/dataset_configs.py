@@ -40,6 +40,22 @@ class DataSpec:
     val_img_dir: str = 'images/'
     vertical_flip: bool = False
 
+    @classmethod
+    def from_args(cls, args) -> 'DataSpec':
+        """From the command line's data options (``tools/run_experiments
+        .py``, ``method_shares.py``): ``task``, ``data_root``,
+        ``train_ann``/``val_ann`` (det) or ``train_split``/``val_split``
+        (seg), ``classes``, ``train_img_dir``, ``val_img_dir``,
+        ``vertical_flip``."""
+        seg = args.task == 'seg'
+        return cls(
+            root=args.data_root,
+            train=args.train_split if seg else args.train_ann,
+            val=args.val_split if seg else args.val_ann,
+            classes=tuple(args.classes) if args.classes else None,
+            train_img_dir=args.train_img_dir, val_img_dir=args.val_img_dir,
+            vertical_flip=args.vertical_flip)
+
     def class_names(self, task: str) -> Tuple[str, ...]:
         if self.classes:
             return tuple(self.classes)
