@@ -77,25 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog=f'methods -- {methods}; presets: '
         f'{" ".join(sorted(PRESETS["det"]))}')
     parser.add_argument('--task', choices=sorted(PRESETS), required=True)
-    parser.add_argument('--data-root', help='the dataset (required unless '
-                        '--recommend)')
-    parser.add_argument('--train-ann', default='annotations/train.json',
-                        help='det: train COCO json, relative to the root')
-    parser.add_argument('--val-ann', default='annotations/val.json',
-                        help='det: val COCO json, relative to the root')
-    parser.add_argument('--train-img-dir', default='images/',
-                        help='det: image folder of the train json')
-    parser.add_argument('--val-img-dir', default='images/',
-                        help='det: image folder of the val json')
-    parser.add_argument('--train-split', default='train',
-                        help='seg: leftImg8bit/<split>, gtFine/<split>')
-    parser.add_argument('--val-split', default='val')
-    parser.add_argument('--classes', nargs='+',
-                        help='class names (det default: the train json '
-                        'categories; seg default: the 19 Cityscapes '
-                        'classes)')
-    parser.add_argument('--vertical-flip', action='store_true',
-                        help='det: also flip vertically in training')
+    DataSpec.add_args(parser, root_required=False,
+                      root_help='the dataset (required unless --recommend)')
     parser.add_argument('--methods', nargs='+',
                         help='methods to compare (default: all of the task)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])

@@ -40,7 +40,7 @@ from visionkd.engine.hooks.auto_weight_hook import (
     calibrated_weights,
     measure_terms,
 )
-from visionkd.experiments import METHODS, get_preset
+from visionkd.experiments import METHODS, PRESETS, get_preset
 from visionkd.experiments.dataset_configs import DataSpec
 from visionkd.experiments.methods import MethodSpec
 from visionkd.experiments.run_configs import run_config
@@ -129,16 +129,9 @@ def report(shares: Dict[str, dict], target: float) -> List[str]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--task', choices=('det', 'seg'), required=True)
-    p.add_argument('--data-root', required=True)
-    p.add_argument('--train-ann', default='annotations/train.json')
-    p.add_argument('--val-ann', default='annotations/val.json')
-    p.add_argument('--train-img-dir', default='images/')
-    p.add_argument('--val-img-dir', default='images/')
-    p.add_argument('--train-split', default='train')
-    p.add_argument('--val-split', default='val')
-    p.add_argument('--classes', nargs='+')
-    p.add_argument('--vertical-flip', action='store_true')
-    p.add_argument('--preset', default='cpu-small')
+    DataSpec.add_args(p)
+    p.add_argument('--preset', default='cpu-small',
+                   choices=sorted(PRESETS['det']))
     p.add_argument('--teacher-ckpt', nargs='+', required=True,
                    metavar='[FAMILY=]PATH', help='the default family\'s '
                    'teacher, then FAMILY=PATH for other families')

@@ -40,13 +40,35 @@ class DataSpec:
     val_img_dir: str = 'images/'
     vertical_flip: bool = False
 
+    @staticmethod
+    def add_args(parser, root_required: bool = True,
+                 root_help: str = 'the dataset') -> None:
+        """The command line's data options (``tools/run_experiments.py``,
+        ``method_shares.py``); ``--task`` is the tool's own."""
+        parser.add_argument('--data-root', required=root_required,
+                            help=root_help)
+        parser.add_argument('--train-ann', default='annotations/train.json',
+                            help='det: train COCO json, relative to the '
+                            'root')
+        parser.add_argument('--val-ann', default='annotations/val.json',
+                            help='det: val COCO json, relative to the root')
+        parser.add_argument('--train-img-dir', default='images/',
+                            help='det: image folder of the train json')
+        parser.add_argument('--val-img-dir', default='images/',
+                            help='det: image folder of the val json')
+        parser.add_argument('--train-split', default='train',
+                            help='seg: leftImg8bit/<split>, gtFine/<split>')
+        parser.add_argument('--val-split', default='val')
+        parser.add_argument('--classes', nargs='+',
+                            help='class names (det default: the train json '
+                            'categories; seg default: the 19 Cityscapes '
+                            'classes)')
+        parser.add_argument('--vertical-flip', action='store_true',
+                            help='det: also flip vertically in training')
+
     @classmethod
     def from_args(cls, args) -> 'DataSpec':
-        """From the command line's data options (``tools/run_experiments
-        .py``, ``method_shares.py``): ``task``, ``data_root``,
-        ``train_ann``/``val_ann`` (det) or ``train_split``/``val_split``
-        (seg), ``classes``, ``train_img_dir``, ``val_img_dir``,
-        ``vertical_flip``."""
+        """From the options of :meth:`add_args` and ``args.task``."""
         seg = args.task == 'seg'
         return cls(
             root=args.data_root,
