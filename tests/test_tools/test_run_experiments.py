@@ -3,6 +3,7 @@ import json
 import os.path as osp
 
 import pytest
+from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from tests.conftest import SHARED_DATA
@@ -217,6 +218,20 @@ def test_det_crashed_run_resumes_and_finished_runs_are_skipped(tmp_path):
 
 
 @needs_data
+def test_term_weights_lists_every_number_of_the_terms_losses():
+    from visionkd.experiments.run_configs import term_weights
+    cfg = dict(model=dict(distill_terms=dict(
+        roi=dict(loss=dict(type='RoIKDLoss', tau=2.0, loss_weight_fg=1.0,
+                           reduce=True), student='roi_head'),
+        fpn=dict(weight=0.5, loss=[dict(type='A', loss_weight=2),
+                                   dict(type='B', alpha_fgd=1e-4)]))))
+    assert term_weights(cfg) == dict(
+        roi={'loss.loss_weight_fg': 1.0, 'loss.tau': 2.0},
+        fpn={'weight': 0.5, 'loss.0.loss_weight': 2,
+             'loss.1.alpha_fgd': 1e-4})
+    assert term_weights(dict(model=dict(type='FasterRCNN'))) == {}
+
+
 def test_seg_command_line(tmp_path, capsys):
     from tools.run_experiments import main
     work = tmp_path / 'seg'
@@ -236,6 +251,13 @@ def test_seg_command_line(tmp_path, capsys):
     assert 'python tools/run_experiments.py --task seg' in text
     out = capsys.readouterr().out
     assert '[3/3] cwd_seed0: done' in out and 'ETA' in out
+    # the runner logs the weights the method's rule gave the run
+    (line, ) = [x for x in out.splitlines() if 'cwd_seed0: weights' in x]
+    cfg = Config.fromfile(doc['methods']['cwd']['config'])
+    (term, ) = cfg.model.distill_terms
+    tau = cfg.model.distill_terms[term].loss.tau
+    assert "(the method's preset weights)" in line
+    assert f'{term}: ' in line and f'loss.tau={tau:g}' in line
     assert 'loss_kd_logits' in (work / 'runs' / 'cwd_seed0' /
                                 'run.log').read_text()
     assert '| cwd |' in text

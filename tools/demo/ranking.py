@@ -16,7 +16,15 @@ baseline of the same seed), their 90 % Student-t interval (None for one
 seed) and whether it is above zero; each ranked row counts the datasets
 where it is (``datasets_above_zero``), which
 ``tools/run_experiments.py --recommend`` reads
-(``visionkd/experiments/evidence.py``).
+(``visionkd/experiments/evidence.py``), and where it is below zero
+(``datasets_below_zero``); ``ranks`` is its rank on each dataset by the
+mean paired gain among the methods run there and ``mean_rank`` their
+mean. ``--markdown PATH`` writes the cross-dataset tables of
+docs/results/README.md (per dataset: seeds, teacher, baseline; per
+method: mean paired gain and interval on each dataset, mean rank, count
+of datasets with the interval above / below zero). A dataset's evidence
+from several runner invocations is pooled first with
+``tools/analysis_tools/merge_results.py``.
 Only the methods of each experiment's main model family are ranked (their
 gains read against the same teacher and baseline); a method of another
 family (``arch`` in ``results.json``, e.g. LD on GFL) is listed under
@@ -97,8 +105,29 @@ def _dataset_info(path: str, doc: dict) -> dict:
                 baseline=_round(_mean(doc['baseline']['metric'])))
 
 
+def _paired_mean(scores: dict) -> float:
+    pairs = scores['paired_gains']
+    return sum(pairs) / len(pairs) if pairs else scores['gain']
+
+
+def dataset_ranks(per_method: Dict[str, Dict[str, dict]]
+                  ) -> Dict[str, Dict[str, int]]:
+    """Method -> {dataset: its rank there} (1 = the largest mean paired
+    gain among the methods that ran on that dataset)."""
+    ranks: Dict[str, Dict[str, int]] = {m: {} for m in per_method}
+    datasets = sorted({d for by in per_method.values() for d in by})
+    for name in datasets:
+        ran = [(m, _paired_mean(by[name])) for m, by in per_method.items()
+               if name in by]
+        ran.sort(key=lambda mg: -mg[1])
+        for i, (method, _) in enumerate(ran):
+            ranks[method][name] = i + 1
+    return ranks
+
+
 def _ranked(per_method: Dict[str, Dict[str, dict]]) -> List[dict]:
     rows = []
+    ranks = dataset_ranks(per_method)
     for name, by_dataset in per_method.items():
         closed = [s['gap_closed'] for s in by_dataset.values()
                   if s['gap_closed'] is not None]
@@ -110,6 +139,12 @@ def _ranked(per_method: Dict[str, Dict[str, dict]]) -> List[dict]:
                        len(by_dataset), 2),
             datasets_above_zero=sum(s['interval_above_zero']
                                     for s in by_dataset.values()),
+            datasets_below_zero=sum(
+                s['interval'] is not None and s['interval'][1] < 0
+                for s in by_dataset.values()),
+            mean_rank=round(sum(ranks[name].values()) / len(ranks[name]),
+                            2),
+            ranks=ranks[name],
             datasets=by_dataset))
     rows.sort(key=lambda r: (r['gap_closed'] is None,
                              -(r['gap_closed'] or 0.0), -r['gain']))
@@ -156,6 +191,51 @@ def build_ranking(sources: Dict[str, str]) -> dict:
         tasks=tasks)
 
 
+def _gain_cell(scores: Optional[dict]) -> str:
+    if scores is None:
+        return '-'
+    mean = _paired_mean(scores)
+    if scores['interval'] is None:
+        return f'{mean:+.1f} ({scores["seeds"]} seed)'
+    low, high = scores['interval']
+    mark = ' **>0**' if low > 0 else (' **<0**' if high < 0 else '')
+    return f'{mean:+.1f} [{low:+.1f}, {high:+.1f}]{mark}'
+
+
+def markdown_table(doc: dict) -> str:
+    """The cross-dataset tables of a ranking document (one per task).
+
+    Per dataset: seeds, teacher, baseline mean. Per method: its mean
+    paired gain and 90 % interval on each dataset (bold mark when the
+    interval is above or below zero), its mean rank over the datasets it
+    ran on and on how many its interval is above / below zero.
+    """
+    lines = []
+    for task, entry in doc['tasks'].items():
+        names = list(entry['datasets'])
+        lines += [f'### {task}', '',
+                  '| dataset | seeds | preset, student iterations, budget '
+                  '| teacher | baseline (mean) |', '|---|---|---|---|---|']
+        for name, info in entry['datasets'].items():
+            seeds = ', '.join(str(s) for s in info['seeds'] or [])
+            lines.append(
+                f'| {name} | {seeds} | {info["preset"]}, '
+                f'{info["student_iters"]}, {info["budget"]} | '
+                f'{info["teacher"]} | {info["baseline"]} |')
+        lines += ['', '| method | ' + ' | '.join(names) +
+                  ' | mean rank | interval > 0 | interval < 0 |',
+                  '|---|' + '---|' * (len(names) + 3)]
+        for row in entry['ranking']:
+            cells = [_gain_cell(row['datasets'].get(n)) for n in names]
+            lines.append(
+                f'| {row["method"]} | ' + ' | '.join(cells) +
+                f' | {row["mean_rank"]:.1f} | {row["datasets_above_zero"]}'
+                f' of {len(row["datasets"])} | '
+                f'{row["datasets_below_zero"]} |')
+        lines.append('')
+    return '\n'.join(lines)
+
+
 def dataset_name(path: str) -> str:
     """``docs/results/bccd/results.json`` -> ``'bccd'``."""
     return osp.basename(osp.dirname(osp.abspath(path)))
@@ -167,6 +247,8 @@ def main(argv=None) -> int:
                         help="results.json files (the folder names the "
                         "dataset)")
     parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--markdown', metavar='PATH',
+                        help='also write the cross-dataset tables')
     args = parser.parse_args(argv)
     sources = {dataset_name(p): p for p in args.results}
     if len(sources) != len(args.results):
@@ -175,6 +257,9 @@ def main(argv=None) -> int:
     with open(args.out, 'w') as f:
         json.dump(doc, f, indent=2)
         f.write('\n')
+    if args.markdown:
+        with open(args.markdown, 'w') as f:
+            f.write(markdown_table(doc))
     for task, entry in doc['tasks'].items():
         print(f'{task}: ' + ', '.join(
             f'{r["rank"]}. {r["method"]}' for r in entry['ranking']))

@@ -31,6 +31,7 @@ from .run_configs import (
     check_overrides,
     family_optimizer,
     run_config,
+    term_weights,
     write_config,
 )
 from .run_executor import RunFailed, RunResult, execute_run, read_result
@@ -148,6 +149,9 @@ class ExperimentState:
     budget: BudgetBook
     results: Dict[str, RunResult] = field(default_factory=dict)
     configs: Dict[str, str] = field(default_factory=dict)
+    #: Distilled run name -> its terms' numeric settings (term_weights).
+    weights: Dict[str, Dict[str, Dict[str, float]]] = field(
+        default_factory=dict)
 
     @property
     def root(self) -> str:
@@ -177,11 +181,25 @@ class ExperimentState:
 
     def write_config(self, run: Run, teacher_ckpt: Optional[str]) -> str:
         """Write ``run``'s config (remembered for the report); its path."""
-        path = write_config(self.run_cfg(run, teacher_ckpt),
-                            run.config_path(self.root))
+        cfg = self.run_cfg(run, teacher_ckpt)
+        path = write_config(cfg, run.config_path(self.root))
         if run.method is not None:
             self.configs[run.config_name] = osp.abspath(path)
+            self.weights[run.name] = term_weights(cfg)
         return path
+
+    def weights_line(self, run: Run) -> Optional[str]:
+        """What the log says about a distilled run's term weights."""
+        if run.name not in self.weights:
+            return None
+        rule = self.opts.weight_rule
+        how = ('the method\'s preset weights' if rule == 'preset' else
+               f'{rule} target {self.opts.weight_target:g} rescales them '
+               f'at the start (see its run.log)')
+        terms = '; '.join(
+            f'{term}: ' + ', '.join(f'{k}={v:g}' for k, v in vals.items())
+            for term, vals in self.weights[run.name].items())
+        return f'{run.name}: weights ({how}) {terms}'
 
     def schedule(self) -> dict:
         """The ``schedule`` entry of ``results.json``."""
@@ -460,6 +478,9 @@ class _Dispatcher:
             self.progress.finish(run, None)
             return
         self.state.write_config(run, step.teacher_ckpt)
+        line = self.state.weights_line(run)
+        if line:
+            self.say(f'    {line}')
         self.progress.start(run, 'evaluating the given teacher'
                             if run.iters == 0 else 'training')
         self.scheduler.mark_started(run)

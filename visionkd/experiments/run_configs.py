@@ -16,7 +16,8 @@ from .presets import Preset
 
 __all__ = ['METRIC_KEYS', 'WEIGHT_RULES', 'model_cfgs', 'assistant_cfg',
            'model_info', 'family_optimizer', 'run_config', 'run_overrides',
-           'check_overrides', 'weight_hooks', 'write_config']
+           'check_overrides', 'term_weights', 'weight_hooks',
+           'write_config']
 
 #: Metric of each task: (key in mmengine's metrics, factor to 0-100, name).
 METRIC_KEYS = {
@@ -342,6 +343,37 @@ def run_config(preset: Preset, data: DataSpec, classes: Sequence[str],
     if overrides:
         cfg.merge_from_dict(overrides)
     return cfg.to_dict()
+
+
+def term_weights(cfg: dict) -> Dict[str, Dict[str, float]]:
+    """The numeric settings of each distillation term of a run config.
+
+    Per term: its ``weight`` (where set) and every number of its loss
+    configs (``loss.loss_weight``, ``loss.tau``, FGD's ``loss.alpha_fgd``
+    ...; ``loss.0.x`` for a list of losses): the weights the method's
+    rule produced for this run, which the runner logs. Empty for a run
+    without terms.
+    """
+    terms = cfg.get('model', {}).get('distill_terms') or {}
+    out: Dict[str, Dict[str, float]] = {}
+    for name, term in terms.items():
+        values: Dict[str, float] = {}
+        if _is_number(term.get('weight')):
+            values['weight'] = term['weight']
+        for key, value in term.items():
+            subs = value if isinstance(value, (list, tuple)) else [value]
+            for i, sub in enumerate(subs):
+                if not (key.startswith('loss') and isinstance(sub, dict)):
+                    continue
+                prefix = key if len(subs) == 1 else f'{key}.{i}'
+                values.update({f'{prefix}.{k}': v for k, v in
+                               sorted(sub.items()) if _is_number(v)})
+        out[name] = values
+    return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def weight_hooks(rule: str, target: float = 1.0) -> List[dict]:
