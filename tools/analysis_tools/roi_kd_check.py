@@ -53,13 +53,13 @@ def _parts(loss: RoIKDLoss, call: dict) -> Dict[str, float]:
     loss's own code computes them)."""
     out = {}
     for part in ('fg', 'bg', 'bbox'):
+        if part == 'bbox' and loss.loss_weight_bbox == 0:
+            out[part] = 0.0
+            continue
         only = copy.copy(loss)
         for other in ('fg', 'bg', 'bbox'):
             if other != part:
                 setattr(only, f'loss_weight_{other}', 0.0)
-        if part == 'bbox' and loss.loss_weight_bbox == 0:
-            out[part] = 0.0
-            continue
         out[part] = float(only(**call))
     return out
 

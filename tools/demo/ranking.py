@@ -106,8 +106,8 @@ def _dataset_info(path: str, doc: dict) -> dict:
 
 
 def _paired_mean(scores: dict) -> float:
-    pairs = scores['paired_gains']
-    return sum(pairs) / len(pairs) if pairs else scores['gain']
+    mean = _mean(scores['paired_gains'])
+    return scores['gain'] if mean is None else mean
 
 
 def dataset_ranks(per_method: Dict[str, Dict[str, dict]]

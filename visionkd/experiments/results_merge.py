@@ -84,24 +84,21 @@ def merge_results(docs: Sequence[dict], tol: float = 1e-6) -> dict:
     if not docs:
         raise ValueError('nothing to merge')
     first = docs[0]
+    if len(docs) > 1 and any('assistants' in doc for doc in docs):
+        raise ValueError('documents with teacher assistants cannot be '
+                         'merged (their via-assistant runs depend on the '
+                         'assistant run)')
     for i, doc in enumerate(docs[1:], 1):
         _check_setting(first, doc, i)
-        if 'assistants' in doc or 'assistants' in first:
-            raise ValueError('documents with teacher assistants cannot be '
-                             'merged (their via-assistant runs depend on '
-                             'the assistant run)')
     state = dict(teacher=None, baseline={}, methods={}, seeds=set())
     for i, doc in enumerate(docs):
         _pool_doc(state, doc, i, tol)
-    teacher, baseline, methods = (state['teacher'], state['baseline'],
-                                  state['methods'])
-    seeds = state['seeds']
-    order = sorted(seeds)
+    order = sorted(state['seeds'])
     out = dict(task=first['task'], metric=first['metric'],
-               teacher=dict(metric=teacher),
-               baseline=dict(metric=_listed(baseline, order)), methods={},
-               schedule=dict(first['schedule'], seeds=order))
-    for name, pooled in methods.items():
+               teacher=dict(metric=state['teacher']),
+               baseline=dict(metric=_listed(state['baseline'], order)),
+               methods={}, schedule=dict(first['schedule'], seeds=order))
+    for name, pooled in state['methods'].items():
         entry = dict(metric=_listed(pooled['runs'], order),
                      config=pooled['entry'].get('config'))
         if 'arch' in pooled['entry']:
