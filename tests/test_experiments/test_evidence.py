@@ -71,6 +71,27 @@ def test_recommend_levels_and_no_method():
         recommend(nothing, 'seg')
 
 
+def test_recommend_says_how_the_method_fares_at_equal_time():
+    ranking = _ranking(
+        _row(1, 'm', {'a': [1, 2], 'b': [1, 2]}),
+        _row(2, 'n', {'a': [1, 2], 'b': [-1, 2]}))
+    assert recommend(ranking, 'det')['time_matched'] is None
+    ranking['tasks']['det']['time_matched'] = dict(
+        datasets={'a_time': {}, 'b_time': {}},
+        ranking=[_row(1, 'n', {'a_time': [1, 2], 'b_time': [1, 2]}),
+                 _row(2, 'm', {'a_time': [0.5, 3], 'b_time': [-4, -1]})])
+    rec = recommend(ranking, 'det')
+    assert rec['method'] == 'm'  # chosen at equal iterations
+    assert rec['time_matched']['above'] == ['a_time']
+    assert rec['time_matched']['below'] == ['b_time']
+    assert ('at equal wall-clock time (--budget time) its interval is '
+            'above zero on 1 of 2 dataset(s) (a_time), below zero on '
+            'b_time') in rec['reason']
+    ranking['tasks']['det']['time_matched']['ranking'].pop()
+    assert 'not run at equal wall-clock time' in recommend(
+        ranking, 'det')['reason']
+
+
 def test_run_experiments_recommend_reads_the_published_ranking(capsys):
     """``--recommend`` trains nothing: it prints the published ranking's
     recommendation (no data root or work dir needed)."""

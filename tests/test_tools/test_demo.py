@@ -84,13 +84,37 @@ def test_ranking_markdown_table_marks_the_intervals(tmp_path):
     assert out.read_text() == text
 
 
+def test_ranking_keeps_time_matched_datasets_apart(tmp_path):
+    a = _doc(50.0, [40.0, 42.0], {'good': dict(metric=[45.0, 46.0])})
+    t = _doc(50.0, [40.0, 42.0], {'good': dict(metric=[41.0, 41.0]),
+                                  'other': dict(metric=[43.0, 44.0])})
+    t['schedule']['budget'] = 'time'
+    paths = _write_docs(tmp_path, a=a, a_time=t)
+    det = ranking.build_ranking(paths)['tasks']['det']
+    assert list(det['datasets']) == ['a']
+    assert [r['method'] for r in det['ranking']] == ['good']
+    timed = det['time_matched']
+    assert list(timed['datasets']) == ['a_time']
+    assert timed['datasets']['a_time']['budget'] == 'time'
+    assert [r['method'] for r in timed['ranking']] == ['other', 'good']
+    assert timed['ranking'][1]['datasets']['a_time']['paired_gains'] == [
+        1.0, -1.0]
+    text = ranking.markdown_table(ranking.build_ranking(paths))
+    head, tail = text.split('### det, equal wall-clock time')
+    assert '| a | 0, 1 | cpu-small, 300, iters |' in head
+    assert 'a_time' not in head and 'other' not in head
+    assert '| a_time | 0, 1 | cpu-small, 300, time |' in tail
+    assert '| other | +2.5 [-0.7, +5.7] | 1.0 | 0 of 1 | 0 |' in tail
+
+
 def test_published_ranking_is_up_to_date_and_ordered():
     with open(RANKING) as f:
         published = json.load(f)
     det = published['tasks']['det']
     sources = {name: osp.join(REPO, d['source'])
                for task in published['tasks'].values()
-               for name, d in task['datasets'].items()}
+               for entry in [task, task.get('time_matched', {})]
+               for name, d in entry.get('datasets', {}).items()}
     assert published == ranking.build_ranking(sources), (
         f'docs/results/ranking.json is stale: run {published["command"]}')
     closed = [r['gap_closed'] for r in det['ranking']]

@@ -52,6 +52,7 @@ from visionkd.engine.hooks.auto_weight_hook import (
     measure_terms,
     pasteable,
 )
+from visionkd.models.distillers.terms.build_utils import term_loss_cfgs
 
 _LOGGERS = itertools.count()
 
@@ -99,15 +100,9 @@ def train_batches(cfg: Config, seed: int):
 def loss_weights(term_cfg: dict) -> List[Tuple[str, str, float]]:
     """``(key, loss type, loss_weight)`` of the term's loss configs that
     set a ``loss_weight``."""
-    out = []
-    for key, value in term_cfg.items():
-        subs = value if isinstance(value, (list, tuple)) else [value]
-        for sub in subs:
-            if (key.startswith('loss') and isinstance(sub, dict)
-                    and 'loss_weight' in sub):
-                out.append((key, str(sub.get('type')),
-                            float(sub['loss_weight'])))
-    return out
+    return [(name, str(loss.get('type')), float(loss['loss_weight']))
+            for name, loss in term_loss_cfgs(term_cfg)
+            if 'loss_weight' in loss]
 
 
 def _effective(term_cfg: dict, weight: float) -> str:

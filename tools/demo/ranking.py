@@ -28,7 +28,11 @@ from several runner invocations is pooled first with
 Only the methods of each experiment's main model family are ranked (their
 gains read against the same teacher and baseline); a method of another
 family (``arch`` in ``results.json``, e.g. LD on GFL) is listed under
-``other_families`` with its own numbers but not ranked.
+``other_families`` with its own numbers but not ranked. A results.json of
+``--budget time`` (every distilled student gets its baseline's training
+time) is ranked apart, under the task's ``time_matched``, with tables of
+its own: ``make demo`` and ``--recommend`` pick from the equal-iteration
+ranking, and ``--recommend`` says how its method fares at equal time.
 """
 import argparse
 import json
@@ -151,6 +155,10 @@ def _ranked(per_method: Dict[str, Dict[str, dict]]) -> List[dict]:
     return [dict(rank=i + 1, **row) for i, row in enumerate(rows)]
 
 
+def _new_entry() -> dict:
+    return dict(datasets={}, main={}, other_families={})
+
+
 def build_ranking(sources: Dict[str, str]) -> dict:
     """The ranking document of the ``results.json`` files.
 
@@ -161,14 +169,18 @@ def build_ranking(sources: Dict[str, str]) -> dict:
         ``{'score', 'tasks': {task: {'datasets': {...}, 'ranking': [...],
         'other_families': {...}}}}``; ``ranking`` is best first, each row
         ``{'rank', 'method', 'gap_closed', 'gain', 'datasets': {name:
-        scores}}``.
+        scores}}``. The datasets run at equal wall-clock time
+        (``schedule.budget == 'time'``) are ranked apart, under the task's
+        ``time_matched`` (the same keys): their gains answer another
+        question than those at equal iterations.
     """
     tasks: Dict[str, dict] = {}
     for name, path in sources.items():
         with open(path) as f:
             doc = json.load(f)
-        task = tasks.setdefault(doc['task'], dict(
-            datasets={}, main={}, other_families={}))
+        task = tasks.setdefault(doc['task'], _new_entry())
+        if doc.get('schedule', {}).get('budget', 'iters') == 'time':
+            task = task.setdefault('time_matched', _new_entry())
         task['datasets'][name] = _dataset_info(path, doc)
         for method, entry in doc['methods'].items():
             scores = method_scores(doc, entry)
@@ -180,7 +192,9 @@ def build_ranking(sources: Dict[str, str]) -> dict:
             else:
                 task['main'].setdefault(method, {})[name] = scores
     for task in tasks.values():
-        task['ranking'] = _ranked(task.pop('main'))
+        for entry in [task] + ([task['time_matched']]
+                               if 'time_matched' in task else []):
+            entry['ranking'] = _ranked(entry.pop('main'))
     return dict(
         score='mean over the datasets of the share of the teacher-baseline '
         'gap closed, gain / (teacher - baseline mean) over the seed means; '
@@ -208,32 +222,42 @@ def markdown_table(doc: dict) -> str:
     Per dataset: seeds, teacher, baseline mean. Per method: its mean
     paired gain and 90 % interval on each dataset (bold mark when the
     interval is above or below zero), its mean rank over the datasets it
-    ran on and on how many its interval is above / below zero.
+    ran on and on how many its interval is above / below zero. The
+    time-matched datasets get their own tables after the task's.
     """
     lines = []
     for task, entry in doc['tasks'].items():
-        names = list(entry['datasets'])
-        lines += [f'### {task}', '',
-                  '| dataset | seeds | preset, student iterations, budget '
-                  '| teacher | baseline (mean) |', '|---|---|---|---|---|']
-        for name, info in entry['datasets'].items():
-            seeds = ', '.join(str(s) for s in info['seeds'] or [])
-            lines.append(
-                f'| {name} | {seeds} | {info["preset"]}, '
-                f'{info["student_iters"]}, {info["budget"]} | '
-                f'{info["teacher"]} | {info["baseline"]} |')
-        lines += ['', '| method | ' + ' | '.join(names) +
-                  ' | mean rank | interval > 0 | interval < 0 |',
-                  '|---|' + '---|' * (len(names) + 3)]
-        for row in entry['ranking']:
-            cells = [_gain_cell(row['datasets'].get(n)) for n in names]
-            lines.append(
-                f'| {row["method"]} | ' + ' | '.join(cells) +
-                f' | {row["mean_rank"]:.1f} | {row["datasets_above_zero"]}'
-                f' of {len(row["datasets"])} | '
-                f'{row["datasets_below_zero"]} |')
-        lines.append('')
+        if entry['datasets']:
+            lines += _task_table(f'### {task}', entry)
+        if 'time_matched' in entry:
+            lines += _task_table(
+                f'### {task}, equal wall-clock time (`--budget time`)',
+                entry['time_matched'])
     return '\n'.join(lines)
+
+
+def _task_table(title: str, entry: dict) -> List[str]:
+    names = list(entry['datasets'])
+    lines = [title, '',
+             '| dataset | seeds | preset, student iterations, budget '
+             '| teacher | baseline (mean) |', '|---|---|---|---|---|']
+    for name, info in entry['datasets'].items():
+        seeds = ', '.join(str(s) for s in info['seeds'] or [])
+        lines.append(
+            f'| {name} | {seeds} | {info["preset"]}, '
+            f'{info["student_iters"]}, {info["budget"]} | '
+            f'{info["teacher"]} | {info["baseline"]} |')
+    lines += ['', '| method | ' + ' | '.join(names) +
+              ' | mean rank | interval > 0 | interval < 0 |',
+              '|---|' + '---|' * (len(names) + 3)]
+    for row in entry['ranking']:
+        cells = [_gain_cell(row['datasets'].get(n)) for n in names]
+        lines.append(
+            f'| {row["method"]} | ' + ' | '.join(cells) +
+            f' | {row["mean_rank"]:.1f} | {row["datasets_above_zero"]}'
+            f' of {len(row["datasets"])} | '
+            f'{row["datasets_below_zero"]} |')
+    return lines + ['']
 
 
 def dataset_name(path: str) -> str:

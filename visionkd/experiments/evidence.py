@@ -103,8 +103,12 @@ def recommend(ranking: dict, task: str,
         methods: Only these (e.g. the ones that run on the user's models).
 
     Returns:
-        ``{'method', 'confidence', 'reason', 'runner_up'}``; ``method`` is
-        None when no method's interval is above zero anywhere.
+        ``{'method', 'confidence', 'reason', 'runner_up', 'time_matched'}``;
+        ``method`` is None when no method's interval is above zero
+        anywhere; ``time_matched`` (None without such evidence) is
+        ``{'above', 'below', 'datasets', 'reason'}`` of the method on the
+        ranking's equal-wall-clock-time datasets (the choice and its
+        confidence rest on the equal-iteration ones).
         ``confidence``: ``'strong'`` (above zero on >= 3 datasets, below
         on none), ``'moderate'`` (>= 2, below on none), ``'weak'`` (one
         dataset, or below zero somewhere) or ``'none'``.
@@ -134,9 +138,33 @@ def recommend(ranking: dict, task: str,
               f'({", ".join(above)}), {seeds} seed(s) at least')
     if below:
         reason += f'; below zero on {", ".join(below)}'
+    timed = _time_matched(entry.get('time_matched'), row['method'])
+    if timed is not None:
+        reason += '; ' + timed['reason']
     if level != 'strong':
         reason += ('; the evidence rests on few datasets: confirm on your '
                    'data with the top methods')
     runner = scored[1][2]['method'] if len(scored) > 1 else None
     return dict(method=row['method'], confidence=level, reason=reason,
-                runner_up=runner)
+                runner_up=runner, time_matched=timed)
+
+
+def _time_matched(entry: Optional[dict], method: str) -> Optional[dict]:
+    """How ``method`` fares at equal wall-clock time (the ranking's
+    ``time_matched`` entry; None where nothing was run at that budget)."""
+    if not entry or not entry['datasets']:
+        return None
+    n_sets = len(entry['datasets'])
+    row = next((r for r in entry['ranking'] if r['method'] == method),
+               None)
+    if row is None:
+        return dict(above=[], below=[], datasets=n_sets,
+                    reason=f'not run at equal wall-clock time (the '
+                    f'{n_sets} time-matched dataset(s) lack it)')
+    above, below, _ = _support(row)
+    reason = (f'at equal wall-clock time (--budget time) its interval is '
+              f'above zero on {len(above)} of {n_sets} dataset(s)'
+              + (f' ({", ".join(above)})' if above else ''))
+    if below:
+        reason += f', below zero on {", ".join(below)}'
+    return dict(above=above, below=below, datasets=n_sets, reason=reason)

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from visionkd.models.distillers.terms.build_utils import term_loss_cfgs
 from visionkd.utils.model_spec import config_path, resolve_model_cfg
 
 from .dataset_configs import DataSpec, dataset_cfg
@@ -360,14 +361,9 @@ def term_weights(cfg: dict) -> Dict[str, Dict[str, float]]:
         values: Dict[str, float] = {}
         if _is_number(term.get('weight')):
             values['weight'] = term['weight']
-        for key, value in term.items():
-            subs = value if isinstance(value, (list, tuple)) else [value]
-            for i, sub in enumerate(subs):
-                if not (key.startswith('loss') and isinstance(sub, dict)):
-                    continue
-                prefix = key if len(subs) == 1 else f'{key}.{i}'
-                values.update({f'{prefix}.{k}': v for k, v in
-                               sorted(sub.items()) if _is_number(v)})
+        for prefix, loss in term_loss_cfgs(term):
+            values.update({f'{prefix}.{k}': v for k, v in
+                           sorted(loss.items()) if _is_number(v)})
         out[name] = values
     return out
 

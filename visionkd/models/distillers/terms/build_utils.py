@@ -2,13 +2,29 @@
 import difflib
 import inspect
 import typing
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, Tuple
 
 import torch.nn as nn
 
 from visionkd.registry import MODELS
 
-__all__ = ['build_registered', 'check_arg_types']
+__all__ = ['build_registered', 'check_arg_types', 'term_loss_cfgs']
+
+
+def term_loss_cfgs(term_cfg: dict) -> Iterator[Tuple[str, dict]]:
+    """``(name, loss config)`` of each loss config of a term config.
+
+    A term keeps its losses under keys that start with ``loss`` (``loss``,
+    ``loss_cls``, ...), each a dict or a list of dicts; the name is the key
+    for a dict and ``key.i`` for the ``i``-th dict of a list.
+    """
+    for key, value in term_cfg.items():
+        if not key.startswith('loss'):
+            continue
+        subs = value if isinstance(value, (list, tuple)) else [value]
+        for i, sub in enumerate(subs):
+            if isinstance(sub, dict):
+                yield (key if len(subs) == 1 else f'{key}.{i}'), sub
 
 
 def build_registered(cfg: dict, what: str, **defaults) -> nn.Module:
