@@ -107,14 +107,69 @@ def test_ranking_keeps_time_matched_datasets_apart(tmp_path):
     assert '| other | +2.5 [-0.7, +5.7] | 1.0 | 0 of 1 | 0 |' in tail
 
 
+def test_one_dataset_from_documents_of_two_sessions(tmp_path):
+    """Runs of two sessions (other teacher, other baselines) rank on one
+    dataset: each method paired with its own document's baseline."""
+    s1 = _doc(50.0, [40.0, 42.0], {'good': dict(metric=[45.0, 46.0])})
+    s2 = _doc(48.0, [38.0, 38.0], {'other': dict(metric=[40.0, 41.0]),
+                                   'bad': dict(metric=[37.0, 37.5])})
+    paths = _write_docs(tmp_path, s1=s1, s2=s2, b=_doc(
+        30.0, [20.0, 20.0], {'good': dict(metric=[21.0, 21.0]),
+                             'other': dict(metric=[23.0, 23.0])}))
+    doc = ranking.build_ranking({'a': [paths['s1'], paths['s2']],
+                                 'b': paths['b']})
+    det = doc['tasks']['det']
+    rows = {r['method']: r for r in det['ranking']}
+    assert rows['good']['datasets']['a']['paired_gains'] == [5.0, 4.0]
+    assert rows['other']['datasets']['a']['paired_gains'] == [2.0, 3.0]
+    assert rows['bad']['datasets']['a']['gain'] == -0.75
+    # ranked together on a: good +4.5 > other +2.5 > bad -0.75
+    assert [rows[m]['ranks']['a'] for m in ('good', 'other', 'bad')] == \
+        [1, 2, 3]
+    assert rows['other']['ranks'] == {'a': 2, 'b': 1}
+    # one gap for the dataset, the mean of 50 - 41 and 48 - 38: 9.5
+    info = det['datasets']['a']
+    assert info['gap'] == 9.5
+    assert rows['other']['datasets']['a']['gap_closed'] == 0.263
+    assert rows['good']['datasets']['a']['gap_closed'] == 0.474
+    assert [(p['teacher'], p['baseline'], p['methods'])
+            for p in info['parts']] == [(50.0, 41.0, ['good']),
+                                        (48.0, 38.0, ['bad', 'other'])]
+    assert ranking.sources_of(doc)['a'] == [
+        ranking.osp.relpath(paths['s1'], ranking.REPO),
+        ranking.osp.relpath(paths['s2'], ranking.REPO)]
+    assert f'a={ranking.osp.relpath(paths["s2"], ranking.REPO)}' in \
+        doc['command']
+    text = ranking.markdown_table(doc)
+    assert '| a (good) | 0, 1 | cpu-small, 300, iters | 50.0 | 41.0 |' in text
+    assert '| a (bad, other) | 0, 1 | cpu-small, 300, iters | 48.0 | 38.0 |' \
+        in text
+    # the same through the command line, NAME=PATH twice
+    out = tmp_path / 'r.json'
+    ranking.main([f'a={paths["s1"]}', f'a={paths["s2"]}', paths['b'],
+                  '--out', str(out)])
+    assert json.loads(out.read_text()) == doc
+    # a method in two documents of a dataset is refused, so is a folder
+    # name twice without NAME=
+    s2['methods']['good'] = dict(metric=[41.0, 41.0])
+    with open(paths['s2'], 'w') as f:
+        json.dump(s2, f)
+    with pytest.raises(ValueError, match='method good is in two'):
+        ranking.build_ranking({'a': [paths['s1'], paths['s2']]})
+    (tmp_path / 'x').mkdir()
+    (tmp_path / 'x' / 'b').mkdir()
+    (tmp_path / 'x' / 'b' / 'results.json').write_text(json.dumps(s1))
+    with pytest.raises(SystemExit):
+        ranking.main([paths['b'], str(tmp_path / 'x' / 'b' / 'results.json'),
+                      '--out', str(out)])
+
+
 def test_published_ranking_is_up_to_date_and_ordered():
     with open(RANKING) as f:
         published = json.load(f)
     det = published['tasks']['det']
-    sources = {name: osp.join(REPO, d['source'])
-               for task in published['tasks'].values()
-               for entry in [task, task.get('time_matched', {})]
-               for name, d in entry.get('datasets', {}).items()}
+    sources = {name: [osp.join(REPO, p) for p in paths]
+               for name, paths in ranking.sources_of(published).items()}
     assert published == ranking.build_ranking(sources), (
         f'docs/results/ranking.json is stale: run {published["command"]}')
     closed = [r['gap_closed'] for r in det['ranking']]

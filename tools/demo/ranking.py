@@ -23,8 +23,16 @@ mean. ``--markdown PATH`` writes the cross-dataset tables of
 docs/results/README.md (per dataset: seeds, teacher, baseline; per
 method: mean paired gain and interval on each dataset, mean rank, count
 of datasets with the interval above / below zero). A dataset's evidence
-from several runner invocations is pooled first with
-``tools/analysis_tools/merge_results.py``.
+from several runner invocations of one machine is pooled first with
+``tools/analysis_tools/merge_results.py``. Runs of different sessions
+(another machine: another teacher, other baselines) cannot be pooled, but
+their methods can be ranked on one dataset: give each document as
+``NAME=PATH`` with the same ``NAME``. Each method's gains are paired with
+the baseline of its own document (a method may be in one document of a
+dataset only), the dataset's ranks compare the methods of all of them, the
+share of the gap closed divides by the mean of the documents' gaps (so
+that no method gains rank from a session whose teacher came out weaker),
+and the dataset's table row lists every document's teacher and baseline.
 Only the methods of each experiment's main model family are ranked (their
 gains read against the same teacher and baseline); a method of another
 family (``arch`` in ``results.json``, e.g. LD on GFL) is listed under
@@ -38,7 +46,7 @@ import argparse
 import json
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -109,6 +117,49 @@ def _dataset_info(path: str, doc: dict) -> dict:
                 baseline=_round(_mean(doc['baseline']['metric'])))
 
 
+def _joined_info(name: str, parts: List[dict],
+                 methods: List[List[str]]) -> dict:
+    """One dataset's entry from its documents' infos (``parts`` and the
+    methods of each kept under ``parts`` when there are several)."""
+    if len(parts) == 1:
+        return parts[0]
+    for key in ('metric', 'budget', 'preset', 'student_iters'):
+        if len({str(p[key]) for p in parts}) > 1:
+            raise ValueError(f'dataset {name}: its documents differ in '
+                             f'{key} ({[p[key] for p in parts]}); rank them '
+                             f'as datasets of their own')
+    info = {k: parts[0][k] for k in ('metric', 'preset', 'student_iters',
+                                     'budget')}
+    info['parts'] = [dict(p, methods=m) for p, m in zip(parts, methods)]
+    return info
+
+
+def _one_gap(info: dict, main: Dict[str, Dict[str, dict]],
+             name: str) -> None:
+    """Give the methods of a dataset of several documents one gap: the
+    mean of the documents' teacher - baseline gaps (``info['gap']``)."""
+    gaps = [p['teacher'] - p['baseline'] for p in info['parts']
+            if p['teacher'] is not None and p['baseline'] is not None]
+    gap = sum(gaps) / len(gaps) if gaps else None
+    info['gap'] = _round(gap)
+    for by_dataset in main.values():
+        scores = by_dataset.get(name)
+        if scores is not None:
+            scores['gap_closed'] = None if gap is None or gap <= 0 else \
+                round(scores['gain'] / gap, 3)
+
+
+def sources_of(ranking: dict) -> Dict[str, List[str]]:
+    """Dataset name -> its documents' paths (repository-relative), as
+    ``build_ranking`` was given them, from a ranking document."""
+    out: Dict[str, List[str]] = {}
+    for task in ranking['tasks'].values():
+        for entry in [task, task.get('time_matched', {})]:
+            for name, info in entry.get('datasets', {}).items():
+                out[name] = [p['source'] for p in info.get('parts', [info])]
+    return out
+
+
 def _paired_mean(scores: dict) -> float:
     mean = _mean(scores['paired_gains'])
     return scores['gain'] if mean is None else mean
@@ -159,11 +210,16 @@ def _new_entry() -> dict:
     return dict(datasets={}, main={}, other_families={})
 
 
-def build_ranking(sources: Dict[str, str]) -> dict:
+def build_ranking(sources: Dict[str, Union[str, Sequence[str]]]) -> dict:
     """The ranking document of the ``results.json`` files.
 
     Args:
-        sources: Dataset name -> path of its ``results.json``.
+        sources: Dataset name -> path of its ``results.json``, or the paths
+            of several documents of the dataset (runs of different
+            sessions; each method in one of them, its gains paired with
+            that document's baseline). Such a dataset's entry has
+            ``parts`` (each document's info and methods) instead of one
+            ``source``, ``teacher`` and ``baseline``.
 
     Returns:
         ``{'score', 'tasks': {task: {'datasets': {...}, 'ranking': [...],
@@ -175,22 +231,39 @@ def build_ranking(sources: Dict[str, str]) -> dict:
         question than those at equal iterations.
     """
     tasks: Dict[str, dict] = {}
-    for name, path in sources.items():
-        with open(path) as f:
-            doc = json.load(f)
-        task = tasks.setdefault(doc['task'], _new_entry())
-        if doc.get('schedule', {}).get('budget', 'iters') == 'time':
-            task = task.setdefault('time_matched', _new_entry())
-        task['datasets'][name] = _dataset_info(path, doc)
-        for method, entry in doc['methods'].items():
-            scores = method_scores(doc, entry)
-            if scores is None:
-                continue
-            if 'arch' in entry:
-                scores['arch'] = entry['arch']
-                task['other_families'].setdefault(method, {})[name] = scores
-            else:
-                task['main'].setdefault(method, {})[name] = scores
+    paths_of = {name: [paths] if isinstance(paths, str) else list(paths)
+                for name, paths in sources.items()}
+    for name, paths in paths_of.items():
+        parts, part_methods, task = [], [], None
+        for path in paths:
+            with open(path) as f:
+                doc = json.load(f)
+            entry_of = tasks.setdefault(doc['task'], _new_entry())
+            if doc.get('schedule', {}).get('budget', 'iters') == 'time':
+                entry_of = entry_of.setdefault('time_matched', _new_entry())
+            if task is not None and entry_of is not task:
+                raise ValueError(f'dataset {name}: {path} is of another task '
+                                 f'or budget than its other documents')
+            task = entry_of
+            parts.append(_dataset_info(path, doc))
+            part_methods.append(sorted(doc['methods']))
+            for method, entry in doc['methods'].items():
+                scores = method_scores(doc, entry)
+                if scores is None:
+                    continue
+                side = 'other_families' if 'arch' in entry else 'main'
+                if 'arch' in entry:
+                    scores['arch'] = entry['arch']
+                by_dataset = task[side].setdefault(method, {})
+                if name in by_dataset:
+                    raise ValueError(f'dataset {name}: method {method} is '
+                                     f'in two of its documents; pool them '
+                                     f'with merge_results.py or keep one')
+                by_dataset[name] = scores
+        task['datasets'][name] = info = _joined_info(name, parts,
+                                                     part_methods)
+        if 'parts' in info:
+            _one_gap(info, task['main'], name)
     for task in tasks.values():
         for entry in [task] + ([task['time_matched']]
                                if 'time_matched' in task else []):
@@ -201,8 +274,14 @@ def build_ranking(sources: Dict[str, str]) -> dict:
         'ties: mean gain in metric points. Main model family of each '
         'experiment only; other families are listed, not ranked.',
         command='python tools/demo/ranking.py ' + ' '.join(
-            osp.relpath(osp.abspath(p), REPO) for p in sources.values()),
+            _source_arg(name, p, len(paths) > 1)
+            for name, paths in paths_of.items() for p in paths),
         tasks=tasks)
+
+
+def _source_arg(name: str, path: str, named: bool) -> str:
+    rel = osp.relpath(osp.abspath(path), REPO)
+    return f'{name}={rel}' if named or dataset_name(path) != name else rel
 
 
 def _gain_cell(scores: Optional[dict]) -> str:
@@ -242,11 +321,14 @@ def _task_table(title: str, entry: dict) -> List[str]:
              '| dataset | seeds | preset, student iterations, budget '
              '| teacher | baseline (mean) |', '|---|---|---|---|---|']
     for name, info in entry['datasets'].items():
-        seeds = ', '.join(str(s) for s in info['seeds'] or [])
-        lines.append(
-            f'| {name} | {seeds} | {info["preset"]}, '
-            f'{info["student_iters"]}, {info["budget"]} | '
-            f'{info["teacher"]} | {info["baseline"]} |')
+        for part in info.get('parts', [info]):
+            seeds = ', '.join(str(s) for s in part['seeds'] or [])
+            label = name if 'parts' not in info else \
+                f'{name} ({", ".join(part["methods"])})'
+            lines.append(
+                f'| {label} | {seeds} | {part["preset"]}, '
+                f'{part["student_iters"]}, {part["budget"]} | '
+                f'{part["teacher"]} | {part["baseline"]} |')
     lines += ['', '| method | ' + ' | '.join(names) +
               ' | mean rank | interval > 0 | interval < 0 |',
               '|---|' + '---|' * (len(names) + 3)]
@@ -267,17 +349,28 @@ def dataset_name(path: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('results', nargs='+',
+    parser.add_argument('results', nargs='+', metavar='[NAME=]PATH',
                         help="results.json files (the folder names the "
-                        "dataset)")
+                        "dataset unless NAME= does; several documents of "
+                        "one NAME: one dataset, runs of several sessions)")
     parser.add_argument('--out', default=DEFAULT_OUT)
     parser.add_argument('--markdown', metavar='PATH',
                         help='also write the cross-dataset tables')
     args = parser.parse_args(argv)
-    sources = {dataset_name(p): p for p in args.results}
-    if len(sources) != len(args.results):
-        parser.error('two results.json files in folders of the same name')
-    doc = build_ranking(sources)
+    sources: Dict[str, List[str]] = {}
+    for arg in args.results:
+        name, sep, path = arg.partition('=')
+        if not sep:
+            name, path = dataset_name(arg), arg
+            if name in sources:
+                parser.error(f'two results.json files in folders named '
+                             f'{name}: give NAME=PATH to rank them as one '
+                             f'dataset')
+        sources.setdefault(name, []).append(path)
+    try:
+        doc = build_ranking(sources)
+    except ValueError as e:
+        parser.error(str(e))
     with open(args.out, 'w') as f:
         json.dump(doc, f, indent=2)
         f.write('\n')

@@ -34,7 +34,13 @@ from .run_configs import (
     term_weights,
     write_config,
 )
-from .run_executor import RunFailed, RunResult, execute_run, read_result
+from .run_executor import (
+    RunFailed,
+    RunResult,
+    execute_run,
+    read_result,
+    stopping_runs_on_signal,
+)
 from .run_plan import Run, plan_runs
 from .scalars_log import train_curves
 from .scheduler import RunScheduler, Step
@@ -570,12 +576,14 @@ def run_experiments(opts: ExperimentOptions,
         (f', as {opts.cluster.executor} jobs' if opts.cluster.on_cluster
          else ''))
     threads = _threads_per_run(opts.jobs, opts.cluster)
-    _budget(state, say, threads)
-    progress = Progress(state.plan, say, jobs=opts.jobs)
-    scheduler = RunScheduler(state.plan, jobs=opts.jobs)
-    _restore(state, scheduler, progress)
-    _execute(state, scheduler, progress, say, threads,
-             make_executor(opts.cluster, state.root))
+    # a kill of the runner stops its trainings and probes too
+    with stopping_runs_on_signal():
+        _budget(state, say, threads)
+        progress = Progress(state.plan, say, jobs=opts.jobs)
+        scheduler = RunScheduler(state.plan, jobs=opts.jobs)
+        _restore(state, scheduler, progress)
+        _execute(state, scheduler, progress, say, threads,
+                 make_executor(opts.cluster, state.root))
     doc = state.write_reports()
     echo(f'results: {osp.join(state.root, "results.md")}')
     if scheduler.failed:

@@ -8,17 +8,23 @@ is exported (``tools/export_student.py``) to a plain mmdet/mmseg
 checkpoint and config, ``assistant.pth`` / ``assistant.py`` in its folder,
 which the students via the assistant load as their teacher. Subprocesses
 inherit the environment, so a crash (or a kill) of one run leaves the
-runner and the other runs alone.
+runner and the other runs alone. The other way round, a runner stopped by
+SIGTERM or SIGINT (:func:`stopping_runs_on_signal`) stops its live runs
+first: a run left training on its own would go on writing (and pruning)
+the checkpoints its resumed copy reads.
 """
+import contextlib
 import json
 import os
 import os.path as osp
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional, Set
 
 from .presets import REPO_ROOT
 from .run_configs import METRIC_KEYS
@@ -27,7 +33,8 @@ from .scalars_log import last_value
 
 __all__ = ['RunFailed', 'RunResult', 'read_result', 'last_checkpoint',
            'checkpoint_iter', 'stream_command', 'execute_run',
-           'EXPORTED_CKPT', 'EXPORTED_CONFIG']
+           'stop_live_runs', 'stopping_runs_on_signal', 'EXPORTED_CKPT',
+           'EXPORTED_CONFIG']
 
 _TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 _TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
@@ -137,24 +144,107 @@ def _subprocess_env(threads: Optional[int] = None) -> dict:
     return env
 
 
+#: The run subprocesses alive now (every thread's), and whether the runner
+#: is stopping (then no new one starts).
+_LIVE: Set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def stop_live_runs(timeout: float = 10.0) -> int:
+    """Stop every run subprocess alive now; start no new one after.
+
+    Each gets SIGTERM, then SIGKILL if it has not exited ``timeout``
+    seconds later. Their :func:`stream_command` calls raise
+    :class:`RunFailed`; a later call raises it at once.
+
+    Returns:
+        How many subprocesses were stopped.
+    """
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return len(procs)
+
+
+@contextlib.contextmanager
+def stopping_runs_on_signal() -> Iterator[None]:
+    """Within the block, SIGTERM or SIGINT to this process first stops
+    its run subprocesses (:func:`stop_live_runs`), then exits as the signal
+    would (``SystemExit(143)`` for SIGTERM, ``KeyboardInterrupt`` for
+    SIGINT). Without it a ``kill`` of the runner leaves its runs training
+    as orphans, which keep writing and pruning the checkpoints that the
+    next ``run_experiments`` resumes from. A no-op outside the main thread
+    (signal handlers live there); the previous handlers come back after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        stop_live_runs()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, handler)
+           for sig in (signal.SIGTERM, signal.SIGINT)}
+    _STOPPING.clear()
+    try:
+        yield
+    finally:
+        for sig, prev in old.items():
+            signal.signal(sig, prev)
+        _STOPPING.clear()
+
+
 def stream_command(cmd: List[str], log_path: str,
                    echo: Callable[[str], None], prefix: str,
                    threads: Optional[int] = None) -> List[str]:
-    """Run ``cmd``; append its output to the log; echo progress lines."""
+    """Run ``cmd``; append its output to the log; echo progress lines.
+
+    Raises:
+        RunFailed: if ``cmd`` exits non-zero, or the runner is stopping
+            (:func:`stop_live_runs`).
+    """
     lines = []
     with open(log_path, 'a') as log:
         log.write(f'$ {" ".join(cmd)}\n')
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True,
-                                env=_subprocess_env(threads))
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            lines.append(line)
-            if 'Iter(train)' in line or 'Iter(val)' in line:
-                echo(f'    {prefix} {line.split(" - INFO - ")[-1].strip()}')
-        rc = proc.wait()
+        with _LIVE_LOCK:
+            if _STOPPING.is_set():
+                raise RunFailed(f'{prefix}: not started, the runner is '
+                                f'stopping')
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True,
+                                    env=_subprocess_env(threads))
+            _LIVE.add(proc)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                lines.append(line)
+                if 'Iter(train)' in line or 'Iter(val)' in line:
+                    echo(f'    {prefix} '
+                         f'{line.split(" - INFO - ")[-1].strip()}')
+            rc = proc.wait()
+        finally:
+            if proc.poll() is None:  # this thread was interrupted
+                proc.kill()
+                proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     if rc != 0:
         tail = ''.join(lines[-25:])
         raise RunFailed(f'{prefix}: {osp.basename(cmd[1])} exited with {rc}; '
